@@ -1,0 +1,91 @@
+"""Start the store and invoker an engine uses, and stop them again.
+
+Settings name them (``embedded``/``memory``/a Redis URL, ``processes``/``threads``); objects that
+implement the protocols may be passed instead and are then used as they are and never closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worker_runtime.redis_server import RedisServer
+
+from daskless.config import Backend
+from worker_runtime.context import Invoker
+from worker_runtime.errors import ConfigurationError
+from worker_runtime.invokers.processes import LostCallback, ProcessPool
+from worker_runtime.invokers.threads import ThreadInvoker
+from worker_runtime.store.base import Store
+from worker_runtime.store.memory import MemoryStore
+from worker_runtime.store.redis_store import RedisStore
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass
+class Resources:
+    """A started store and invoker, and how to stop what was started for them."""
+
+    store: Store
+    invoker: Invoker
+    workers: int
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        while self.closers:
+            self.closers.pop()()
+
+
+def open_store(name: str, resources_closers: list[Callable[[], None]]) -> Store:
+    """The store a setting names; whatever is started is registered for closing."""
+    if name == "memory":
+        return MemoryStore()
+    if name == "embedded":
+        server = RedisServer()
+        server.start()
+        resources_closers.append(server.stop)
+        name = server.url
+    if not name.startswith(REDIS_SCHEMES):
+        raise ConfigurationError(
+            f"daskless.store must be 'embedded', 'memory' or a redis://, rediss:// or unix:// "
+            f"URL, not {name!r}"
+        )
+    store = RedisStore(name)
+    resources_closers.append(store.close)
+    store.ping()
+    return store
+
+
+def open_invoker(
+    name: str, store: Store, workers: int, on_lost: LostCallback
+) -> tuple[Invoker, Callable[[], None]]:
+    """The invoker a setting names, and how to stop it."""
+    if name == "threads":
+        threads = ThreadInvoker(store, workers)
+        return threads, threads.close
+    if name == "processes":
+        if isinstance(store, MemoryStore):
+            raise ConfigurationError(
+                "daskless.invoker='processes' needs a store that processes share: use "
+                "daskless.store='embedded' or a Redis URL, or daskless.invoker='threads'"
+            )
+        pool = ProcessPool(store, workers, on_lost)
+        return pool, pool.close
+    raise ConfigurationError(f"daskless.invoker must be 'processes' or 'threads', not {name!r}")
+
+
+def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resources:
+    """Start the store, then the invoker, of a backend."""
+    closers: list[Callable[[], None]] = []
+    try:
+        store = open_store(backend.store, closers)
+        invoker, close_invoker = open_invoker(
+            backend.invoker, store, backend.workers, lambda w, r: on_lost(store, w, r)
+        )
+    except BaseException:
+        while closers:
+            closers.pop()()
+        raise
+    closers.append(close_invoker)
+    return Resources(store, invoker, backend.workers, closers)

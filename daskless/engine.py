@@ -1,0 +1,203 @@
+"""``Engine``: the object behind ``daskless.get``.
+
+An engine owns the store and invoker it started (lazily, on first use, per configuration) and
+turns each ``get`` into one run: materialize the graph, plan it (validate, partition, describe
+sub-DAGs), submit it, follow its events, return the results. ``persist`` does the same but leaves
+the requested values in the store and returns collections that refer to them, which is what
+``dask.persist`` calls when the scheduler is a bound method of an object with ``persist``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextlib
+import threading
+import uuid
+import weakref
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+from dask.base import collections_to_expr
+from dask.core import flatten
+from dask.local import nested_get
+
+from daskless import config
+from daskless.backends import Resources, start
+from daskless.callbacks import driving
+from daskless.config import Backend
+from daskless.futures import PersistedValue
+from daskless.graph import Graph, materialize, requested_keys
+from daskless.plan import make_plan
+from daskless.run import RunClient, TaskFailed, fetch_persisted
+from worker_runtime import context
+from worker_runtime.errors import RunGoneError
+from worker_runtime.invokers.threads import ThreadInvoker
+from worker_runtime.keys import key_name
+from worker_runtime.protocol import RunOptions
+from worker_runtime.store.base import Store
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the last run of an engine looked like."""
+
+    run_id: str
+    tasks: int
+    partitions: int
+    cross_edges: int
+
+
+class Engine:
+    """Runs Dask graphs on daskless workers; ``Engine(...).get`` is a Dask scheduler."""
+
+    def __init__(
+        self, store: str | None = None, invoker: str | None = None, workers: int | None = None
+    ) -> None:
+        self._settings = (store, invoker, workers)
+        self._resources: dict[Backend, Resources] = {}
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunClient] = {}
+        self._persisted: dict[Store, set[str]] = {}
+        self.last_run: RunSummary | None = None
+        _engines.add(self)
+
+    # -- the scheduler interface -----------------------------------------------------------
+
+    def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Compute ``keys`` of ``dsk``; Dask's scheduler contract."""
+        graph, _annotations = materialize(dsk)
+        wanted = requested_keys(keys)
+        _store, results = self._compute(graph, wanted, kwargs, persist=False)
+        return nested_get(keys, results)
+
+    def persist(self, collections: Sequence[Any], optimize_graph: bool = True,
+                **kwargs: Any) -> list[Any]:
+        """Compute collections and keep their values in the store (``dask.persist`` protocol)."""
+        expr = collections_to_expr(collections, optimize_graph).optimize()
+        keys_per_collection = [list(flatten(k)) for k in expr.__dask_keys__()]
+        wanted = [k for ks in keys_per_collection for k in ks]
+        graph, _annotations = materialize(expr)
+        store, _ = self._compute(graph, wanted, kwargs, persist=True)
+        futures = {k: PersistedValue(k, store) for k in wanted}
+        pairs = zip(collections, keys_per_collection)
+        return [self._rebuild(c, ks, futures) for c, ks in pairs]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def _compute(self, graph: Graph, wanted: list[Hashable], kwargs: dict[str, Any],
+                 persist: bool) -> tuple[Store, dict[Hashable, object]]:
+        resources, owned = self._resources_for_call()
+        try:
+            return resources.store, self._run(resources, graph, wanted, kwargs, persist)
+        finally:
+            if owned:
+                resources.close()
+
+    def _run(self, resources: Resources, graph: Graph, wanted: list[Hashable],
+             kwargs: dict[str, Any], persist: bool) -> dict[Hashable, object]:
+        run_id = uuid.uuid4().hex
+        options = self._options(kwargs, persist)
+        workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
+        parallelism = int(workers or resources.workers) * int(config.get("partitions-per-worker"))
+        # Tiny graphs gain nothing from more partitions than a few tasks each.
+        parallelism = max(1, min(parallelism, len(graph) // 4))
+        store = resources.store
+        with driving(kwargs.get("callbacks"), graph) as driver:
+            plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted, options)
+            driver.started(plan.dag)
+            self.last_run = RunSummary(run_id, len(plan.keys), len(plan.parts.parts),
+                                       plan.parts.cross_edges(plan.dag))
+            if not plan.keys:
+                return {} if persist else fetch_persisted(store, wanted)
+            client = RunClient(run_id, plan, store, resources.invoker, driver, wanted,
+                               int(config.get("inline-spec-bytes")), float(config.get("run-ttl")))
+            self._runs[run_id] = client
+            try:
+                client.submit()
+                client.wait()
+                if persist:
+                    self._remember_persisted(store, wanted)
+                    return {}
+                return client.results(wanted)
+            except TaskFailed as failed:
+                if options.rerun_locally and failed.task_id >= 0:
+                    _rerun_locally(client, failed.task_id)
+                raise failed.error from None
+            finally:
+                self._runs.pop(run_id, None)
+                store.delete_run(run_id)
+
+    @staticmethod
+    def _options(kwargs: dict[str, Any], persist: bool) -> RunOptions:
+        rerun = kwargs.get("rerun_exceptions_locally")
+        if rerun is None:
+            rerun = dask.config.get("rerun_exceptions_locally", False)
+        return RunOptions(
+            persist=persist,
+            persist_ttl_ms=int(float(config.get("persist-ttl")) * 1000),
+            rerun_locally=bool(rerun),
+            event_interval_s=float(config.get("event-interval")),
+        )
+
+    @staticmethod
+    def _rebuild(collection: Any, keys: list[Hashable],
+                 futures: dict[Hashable, PersistedValue]) -> Any:
+        rebuild, state = collection.__dask_postpersist__()
+        return rebuild({k: futures[k] for k in keys}, *state)
+
+    # -- resources -------------------------------------------------------------------------
+
+    def _resources_for_call(self) -> tuple[Resources, bool]:
+        """The engine's resources, or for a compute nested in a task, the worker's store."""
+        worker = context.current()
+        if worker is not None:
+            workers = int(self._settings[2] or config.get("workers") or 2)
+            threads = ThreadInvoker(worker.store, workers)
+            return Resources(worker.store, threads, workers, [threads.close]), True
+        backend = Backend.from_config(*self._settings)
+        with self._lock:
+            if backend not in self._resources:
+                self._resources[backend] = start(backend, self._report_lost)
+                atexit.register(self.close)
+            return self._resources[backend], False
+
+    def _report_lost(self, store: Store, worker_id: str, reason: str) -> None:
+        """A pool saw a worker die: tell every run in flight, they know whether it was theirs."""
+        for run_id in list(self._runs):
+            with contextlib.suppress(RunGoneError):
+                store.deliver(run_id, events=[("lost", worker_id, reason)])
+
+    def _remember_persisted(self, store: Store, keys: list[Hashable]) -> None:
+        with self._lock:
+            self._persisted.setdefault(store, set()).update(key_name(k) for k in keys)
+
+    def close(self) -> None:
+        """Release persisted data and stop everything this engine started."""
+        with self._lock:
+            resources, self._resources = list(self._resources.values()), {}
+            persisted, self._persisted = self._persisted, {}
+        for store, names in persisted.items():
+            # The store may already be gone at interpreter exit.
+            with contextlib.suppress(Exception):
+                store.delete_persisted(sorted(names))
+        for res in resources:
+            res.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _rerun_locally(client: RunClient, task_id: int) -> None:
+    """Run a failed task again in this process, so its exception can be debugged here."""
+    plan = client.plan
+    key = plan.keys[task_id]
+    node = plan.dag[key].payload
+    node(client.inputs_of(task_id))  # type: ignore[operator]

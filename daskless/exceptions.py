@@ -1,0 +1,33 @@
+"""Every error daskless raises; all derive from :class:`DasklessError`.
+
+A task's own exception is not wrapped: it reaches the caller as its original type, with the
+remote traceback in its message.
+"""
+
+from worker_runtime.redis_server import RedisServerNotFound
+
+from scheduler.errors import CycleError, DasklessError, GraphError, MissingDependencyError
+from worker_runtime.errors import (
+    ConfigurationError,
+    InvocationError,
+    RunGoneError,
+    SerializationError,
+    StoreError,
+    StoreUnavailableError,
+    WorkerLostError,
+)
+
+__all__ = [
+    "ConfigurationError",
+    "CycleError",
+    "DasklessError",
+    "GraphError",
+    "InvocationError",
+    "MissingDependencyError",
+    "RedisServerNotFound",
+    "RunGoneError",
+    "SerializationError",
+    "StoreError",
+    "StoreUnavailableError",
+    "WorkerLostError",
+]

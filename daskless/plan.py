@@ -1,0 +1,131 @@
+"""Turn a task graph into a run plan: the DAG, its partitions and one sub-DAG spec per partition.
+
+The plan is everything the client decides before a run starts (invariant: afterwards it never
+decides what runs next). Tasks get small integer ids; each ``TaskInfo`` carries what a worker
+needs to run the task and to hand its output over to each successor (partition, number of
+inputs, whether the successor is local to its partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+from daskless.graph import Graph
+from scheduler.dag import DAG, Node
+from scheduler.partition import Partitioning, partition
+from scheduler.validation import validate
+from worker_runtime.keys import key_name
+from worker_runtime.protocol import RunOptions, SubDAG, Successor, TaskInfo
+
+MissingFn = Callable[[Sequence[str]], set[str]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated, partitioned run."""
+
+    dag: DAG
+    ids: dict[Hashable, int]
+    keys: list[Hashable]
+    parts: Partitioning
+    specs: dict[int, SubDAG]
+    entries: dict[int, tuple[int, ...]]
+    wanted_external: list[Hashable]
+
+
+def cull(graph: Graph, wanted: Sequence[Hashable]) -> tuple[dict[Hashable, Node], set[Hashable]]:
+    """The nodes needed for ``wanted`` and the keys they need from outside the graph."""
+    nodes: dict[Hashable, Node] = {}
+    external: set[Hashable] = set()
+    stack = [k for k in wanted if k in graph]
+    while stack:
+        key = stack.pop()
+        if key in nodes:
+            continue
+        deps = tuple(graph[key].dependencies)
+        nodes[key] = Node(key, graph[key], deps)
+        for dep in deps:
+            if dep in graph:
+                if dep not in nodes:
+                    stack.append(dep)
+            else:
+                external.add(dep)
+    return nodes, external
+
+
+def check_requested(graph: Graph, wanted: Sequence[Hashable], missing: MissingFn) -> list[Hashable]:
+    """Requested keys that are not in the graph must be persisted data, else ``KeyError``."""
+    outside = [k for k in wanted if k not in graph]
+    absent = missing([key_name(k) for k in outside])
+    for key in outside:
+        if key_name(key) in absent:
+            raise KeyError(key)
+    return outside
+
+
+def make_plan(
+    run_id: str,
+    graph: Graph,
+    wanted: Sequence[Hashable],
+    parallelism: int,
+    missing: MissingFn,
+    options: RunOptions,
+) -> Plan:
+    """Validate, partition and describe a run; see the module docstring."""
+    wanted_external = check_requested(graph, wanted, missing)
+    nodes, external = cull(graph, wanted)
+    absent = missing([key_name(k) for k in external])
+    available = {k for k in external if key_name(k) not in absent}
+    dag = DAG(nodes, external=available)
+    validate(dag)
+    parts = partition(dag, parallelism)
+    keys = [k for part in parts.parts for k in part]
+    ids = {k: i for i, k in enumerate(keys)}
+    specs = _specs(run_id, dag, parts, ids, set(wanted), options)
+    entries = {
+        p: tuple(ids[k] for k in part if not _in_graph_deps(dag, k))
+        for p, part in enumerate(parts.parts)
+    }
+    return Plan(dag, ids, keys, parts, specs, {p: e for p, e in entries.items() if e},
+                wanted_external)
+
+
+def _in_graph_deps(dag: DAG, key: Hashable) -> tuple[Hashable, ...]:
+    nodes = dag.nodes
+    return tuple(d for d in nodes[key].dependencies if d in nodes)
+
+
+def _specs(
+    run_id: str,
+    dag: DAG,
+    parts: Partitioning,
+    ids: dict[Hashable, int],
+    wanted: set[Hashable],
+    options: RunOptions,
+) -> dict[int, SubDAG]:
+    nodes, assignment, local = dag.nodes, parts.assignment, parts.local
+    dependents = dag.dependents()
+    n_deps = {k: len(_in_graph_deps(dag, k)) for k in nodes}
+    specs: dict[int, SubDAG] = {}
+    for p, part in enumerate(parts.parts):
+        tasks: dict[int, TaskInfo] = {}
+        for key in part:
+            deps = _in_graph_deps(dag, key)
+            tasks[ids[key]] = TaskInfo(
+                id=ids[key],
+                key=key,
+                node=nodes[key].payload,
+                deps=tuple(ids[d] for d in deps),
+                dep_keys=deps,
+                external=tuple(d for d in nodes[key].dependencies if d not in nodes),
+                successors=tuple(
+                    Successor(ids[s], assignment[s], n_deps[s], s in local)
+                    for s in dependents[key]
+                ),
+                partition=p,
+                local=key in local,
+                wanted=key in wanted,
+            )
+        specs[p] = SubDAG(run_id, p, tasks, options)
+    return specs

@@ -1,0 +1,50 @@
+"""Fixtures of the conformance suite: one engine per (store, invoker) pair that exists.
+
+Engines are session-scoped (a warm process pool is started once, as it would be in use); the
+Redis behind the Redis-backed engine is the session's real redis-server, flushed between tests
+by the ``redis_url`` fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+import daskless
+from worker_runtime.store.memory import MemoryStore
+
+BACKENDS = ["memory-threads", "redis-processes"]
+
+
+@pytest.fixture(scope="session")
+def memory_engine() -> Iterator[daskless.Engine]:
+    with daskless.Engine(store="memory", invoker="threads", workers=2) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def redis_engine(redis_server: object) -> Iterator[daskless.Engine]:
+    url = redis_server.url  # type: ignore[attr-defined]
+    with daskless.Engine(store=url, invoker="processes", workers=2) as engine:
+        yield engine
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest) -> daskless.Engine:
+    """Each test runs once per backend."""
+    if request.param == "memory-threads":
+        return request.getfixturevalue("memory_engine")  # type: ignore[no-any-return]
+    request.getfixturevalue("redis_url")  # flushes the server before the test
+    return request.getfixturevalue("redis_engine")  # type: ignore[no-any-return]
+
+
+def stored_key_count(engine: daskless.Engine) -> int:
+    """How many keys the engine's store holds (runs, persisted data, queues)."""
+    (resources,) = engine._resources.values()
+    store = resources.store
+    if isinstance(store, MemoryStore):
+        return store.key_count()
+    client: redis.Redis = store.client  # type: ignore[attr-defined]
+    return int(client.dbsize())

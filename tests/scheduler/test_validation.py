@@ -1,0 +1,197 @@
+"""Tests of graph validation: missing dependencies, cycles, error types."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import time
+from collections.abc import Hashable, Sequence
+
+import pytest
+
+from scheduler.dag import DAG, Key, Node
+from scheduler.errors import (
+    CycleError,
+    DasklessError,
+    GraphError,
+    MissingDependencyError,
+)
+from scheduler.validation import validate
+
+
+def assert_is_cycle(dag: DAG, cycle: Sequence[Key]) -> None:
+    """Each key depends on the next, the last on the first; no repeats."""
+    assert cycle
+    assert len(set(cycle)) == len(cycle)
+    for i, key in enumerate(cycle):
+        following = cycle[(i + 1) % len(cycle)]
+        assert following in dag[key].dependencies, (key, following)
+
+
+def cycle_of(dag: DAG) -> tuple[Hashable, ...]:
+    with pytest.raises(CycleError) as info:
+        validate(dag)
+    assert_is_cycle(dag, info.value.cycle)
+    return info.value.cycle
+
+
+def random_dag(rng: random.Random, n: int) -> dict[int, tuple[int, ...]]:
+    """Node i depends on a few earlier nodes: acyclic by construction."""
+    deps: dict[int, tuple[int, ...]] = {}
+    for i in range(n):
+        width = min(i, rng.randint(0, 3))
+        deps[i] = tuple(rng.sample(range(i), width))
+    return deps
+
+
+def test_valid_graph_passes() -> None:
+    dag = DAG.from_dependencies(
+        {"a": (), "b": ("a", "x"), "c": ("a", "b")}, external=["x"]
+    )
+    validate(dag)
+    assert dag.topological_order() == ["a", "b", "c"]
+
+
+def test_empty_graph_is_valid() -> None:
+    validate(DAG({}))
+
+
+def test_self_dependency_is_a_cycle_of_length_one() -> None:
+    dag = DAG.from_dependencies({"a": (), "b": ("a", "b"), "c": ("b",)})
+    assert cycle_of(dag) == ("b",)
+
+
+def test_cycle_of_length_two() -> None:
+    dag = DAG.from_dependencies({"a": (), "b": ("a", "c"), "c": ("b",), "d": ("c",)})
+    assert set(cycle_of(dag)) == {"b", "c"}
+
+
+def test_long_cycle_reachable_from_a_sink() -> None:
+    n = 500
+    deps: dict[Hashable, tuple[Hashable, ...]] = {
+        ("ring", i): (("ring", (i + 1) % n),) for i in range(n)
+    }
+    deps["tail"] = (("ring", 7),)
+    cycle = cycle_of(DAG.from_dependencies(deps))
+    assert len(cycle) == n
+
+
+def test_cycle_without_any_sink() -> None:
+    # Every node is on the cycle, so a search from the sinks sees nothing.
+    dag = DAG.from_dependencies({"a": ("b",), "b": ("c",), "c": ("a",)})
+    assert dag.sinks() == ()
+    assert set(cycle_of(dag)) == {"a", "b", "c"}
+
+
+def test_cycle_upstream_of_valid_part_reports_only_cycle_keys() -> None:
+    dag = DAG.from_dependencies(
+        {"s": (), "a": ("s", "c"), "b": ("a",), "c": ("b",), "out": ("c", "s")}
+    )
+    assert set(cycle_of(dag)) == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_graph_with_a_back_edge(seed: int) -> None:
+    rng = random.Random(seed)
+    deps = random_dag(rng, 200)
+    validate(DAG.from_dependencies(deps))
+    low, high = sorted(rng.sample(range(200), 2))
+    # Make sure a path low -> high exists, then close it with high -> low.
+    deps[high] = (*deps[high], high - 1)
+    for i in range(low + 1, high):
+        deps[i] = (*deps[i], i - 1)
+    deps[low] = (*deps[low], high)
+    cycle_of(DAG.from_dependencies(deps))
+
+
+def test_cycle_message_names_keys_and_stays_short() -> None:
+    n = 10_000
+    deps = {f"task-{i}": (f"task-{(i + 1) % n}",) for i in range(n)}
+    with pytest.raises(CycleError) as info:
+        validate(DAG.from_dependencies(deps))
+    assert len(info.value.cycle) == n
+    message = str(info.value)
+    assert "'task-0'" in message
+    assert "more" in message
+    assert len(message) < 500
+
+
+def test_small_cycle_message_lists_the_path() -> None:
+    with pytest.raises(CycleError, match=r"'a' -> 'b' -> 'a'"):
+        validate(DAG.from_dependencies({"a": ("b",), "b": ("a",)}))
+
+
+def test_missing_dependency_names_task_and_all_its_missing_keys() -> None:
+    dag = DAG.from_dependencies(
+        {"a": (), "b": ("a", "m1", "ext", "m2"), "c": ("m3",)}, external=["ext"]
+    )
+    with pytest.raises(MissingDependencyError) as info:
+        validate(dag)
+    error = info.value
+    assert error.key == "b"
+    assert error.missing == ("m1", "m2")
+    assert "'b'" in str(error)
+    assert "'m1'" in str(error)
+    assert "'m2'" in str(error)
+
+
+def test_missing_dependency_reported_before_cycles() -> None:
+    dag = DAG.from_dependencies({"a": ("b",), "b": ("a",), "c": (("x", 1),)})
+    with pytest.raises(MissingDependencyError) as info:
+        validate(dag)
+    assert info.value.key == "c"
+    assert info.value.missing == (("x", 1),)
+
+
+def test_external_keys_are_not_missing() -> None:
+    dag = DAG.from_dependencies({"a": ("x",), "b": ("a", "y")}, external=["x", "y"])
+    validate(dag)
+    assert dag.sources() == ("a",)
+
+
+def test_node_stored_under_another_key_is_rejected() -> None:
+    dag = DAG({"a": Node("b", None, ())})
+    with pytest.raises(GraphError, match="'b'.*'a'"):
+        validate(dag)
+
+
+def test_long_chain_validates_without_recursion() -> None:
+    n = 10_000
+    validate(DAG.from_dependencies({i: (() if i == 0 else (i - 1,)) for i in range(n)}))
+
+
+def test_validation_is_linear_not_quadratic() -> None:
+    # 8191-node tree reduction; a quadratic pass would take seconds.
+    deps: dict[Hashable, tuple[Hashable, ...]] = {("leaf", i): () for i in range(4096)}
+    level: list[Hashable] = [("leaf", i) for i in range(4096)]
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        level_keys: list[Hashable] = []
+        for i in range(0, len(level), 2):
+            key = ("sum", depth, i // 2)
+            deps[key] = (level[i], level[i + 1])
+            level_keys.append(key)
+        level = level_keys
+    dag = DAG.from_dependencies(deps)
+    start = time.perf_counter()
+    validate(dag)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_error_hierarchy() -> None:
+    for cls in (CycleError, MissingDependencyError):
+        assert issubclass(cls, GraphError)
+    assert issubclass(GraphError, DasklessError)
+    assert issubclass(GraphError, ValueError)
+
+
+def test_errors_survive_pickling() -> None:
+    cycle = pickle.loads(pickle.dumps(CycleError(["a", ("b", 1)])))
+    assert isinstance(cycle, CycleError)
+    assert cycle.cycle == ("a", ("b", 1))
+    assert "'a' -> ('b', 1) -> 'a'" in str(cycle)
+    missing = pickle.loads(pickle.dumps(MissingDependencyError("t", ["m"])))
+    assert isinstance(missing, MissingDependencyError)
+    assert (missing.key, missing.missing) == ("t", ("m",))
+    assert str(missing) == str(MissingDependencyError("t", ["m"]))

@@ -1,0 +1,91 @@
+"""What a worker knows about its surroundings, and how a task finds it.
+
+A :class:`WorkerContext` bundles the store, the invoker used for fan-out, the worker's id and a
+cache of sub-DAGs. While a task runs, :func:`current` returns the context so that a compute
+nested inside a task reuses the worker's store instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+
+from worker_runtime import serialization
+from worker_runtime.protocol import Invocation, SubDAG
+from worker_runtime.store.base import Store
+
+
+class Invoker(Protocol):
+    """Starts workers for invocations; how depends on the platform."""
+
+    def invoke(self, invocations: Sequence[Invocation]) -> None:
+        """Hand invocations over without waiting for them to run."""
+        ...
+
+
+class SpecCache:
+    """Recently used sub-DAGs of a worker, so warm workers skip fetching and unpickling."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._specs: OrderedDict[tuple[str, int], SubDAG] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, run_id: str, partition: int, inline: bytes | None = None) -> SubDAG:
+        key = (run_id, partition)
+        with self._lock:
+            if key in self._specs:
+                self._specs.move_to_end(key)
+                return self._specs[key]
+        data = inline if inline is not None else store.load_spec(run_id, partition)
+        spec = cast(SubDAG, serialization.loads(data))
+        with self._lock:
+            self._specs[key] = spec
+            while len(self._specs) > self._size:
+                self._specs.popitem(last=False)
+        return spec
+
+
+def worker_id_for(pid: int) -> str:
+    """Host and process id: what a platform monitor can tell about a dead worker too."""
+    return f"{socket.gethostname()}-{pid}"
+
+
+def default_worker_id() -> str:
+    """The id of the calling process as a worker."""
+    return worker_id_for(os.getpid())
+
+
+@dataclass
+class WorkerContext:
+    """Everything an invocation needs besides its payload."""
+
+    store: Store
+    invoker: Invoker
+    worker_id: str = field(default_factory=default_worker_id)
+    specs: SpecCache = field(default_factory=SpecCache)
+
+
+_current = threading.local()
+
+
+def current() -> WorkerContext | None:
+    """The context of the worker running the calling task, if any."""
+    return cast("WorkerContext | None", getattr(_current, "context", None))
+
+
+@contextmanager
+def running_in(context: WorkerContext) -> Iterator[None]:
+    """Make ``context`` visible to :func:`current` for the duration of a task."""
+    previous = current()
+    _current.context = context
+    try:
+        yield
+    finally:
+        _current.context = previous

@@ -1,0 +1,53 @@
+"""Errors raised by the runtime: store, workers, invocations and serialization.
+
+They all derive from :class:`scheduler.errors.DasklessError`; ``daskless.exceptions`` re-exports
+them, which is where users import them from.
+"""
+
+from __future__ import annotations
+
+from scheduler.errors import DasklessError
+
+
+class StoreError(DasklessError):
+    """The store failed or refused an operation."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store cannot be reached; the message names its URL."""
+
+    def __init__(self, url: str, reason: object) -> None:
+        super().__init__(f"store at {url} is unreachable: {reason}")
+        self.url = url
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, object]]:
+        return (type(self), (self.url, str(self.reason)))
+
+
+class RunGoneError(StoreError):
+    """The run's keys are gone (finished, cancelled or expired); workers stop quietly."""
+
+
+class WorkerLostError(DasklessError):
+    """A worker died while it ran part of this run."""
+
+
+class InvocationError(DasklessError):
+    """An invocation could not be delivered or was malformed."""
+
+
+class SerializationError(DasklessError):
+    """A task, input or result could not be serialized; the message names the key."""
+
+    def __init__(self, key: object, reason: str) -> None:
+        super().__init__(f"result of task {key!r} cannot be stored: {reason}")
+        self.key = key
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[object, str]]:
+        return (type(self), (self.key, self.reason))
+
+
+class ConfigurationError(DasklessError, ValueError):
+    """An engine setting names something that does not exist or cannot work together."""

@@ -1,0 +1,125 @@
+"""A warm pool of worker processes on one machine, fed through a queue in the store.
+
+The pool starts ``size`` worker programs once (see :mod:`worker_runtime.process_worker`) and
+keeps that many alive: a monitor thread waits on the processes' output pipes, which close when a
+process exits. Each unexpected exit is reported through ``on_lost`` (the engine turns it into a
+"lost" event for the runs that were using the worker) and a replacement is started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.connection import wait
+from typing import cast
+
+from worker_runtime import keys
+from worker_runtime.context import worker_id_for
+from worker_runtime.invokers.queue import QueueInvoker
+from worker_runtime.protocol import Invocation
+from worker_runtime.store.base import Store
+
+LostCallback = Callable[[str, str], None]
+
+
+class ProcessPool:
+    """Warm worker processes serving one queue; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        size: int,
+        on_lost: LostCallback,
+        settings: Mapping[str, object] | None = None,
+    ) -> None:
+        self.size = size
+        self.queue = keys.pool_queue(uuid.uuid4().hex[:12])
+        self._store = store
+        self._invoker = QueueInvoker(store, self.queue)
+        self._on_lost = on_lost
+        self._config = json.dumps(
+            {"store": store.url, "queue": self.queue, "settings": dict(settings or {})}
+        )
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._closing = False
+        self._wake_r, self._wake_w = os.pipe()
+        for _ in range(size):
+            self._spawn()
+        self._monitor = threading.Thread(target=self._watch, name="daskless-pool", daemon=True)
+        self._monitor.start()
+
+    def invoke(self, invocations: Sequence[Invocation]) -> None:
+        self._invoker.invoke(invocations)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return list(self._procs)
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        # Workers import the same modules as the client (functions are sent by reference).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker_runtime.process_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=os.getcwd(),
+        )
+        assert proc.stdin is not None
+        proc.stdin.write(self._config.encode() + b"\n")
+        proc.stdin.flush()
+        with self._lock:
+            self._procs[proc.pid] = proc
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                pipes = {p.stdout.fileno(): p for p in self._procs.values() if p.stdout}
+            for ready in wait([*pipes, self._wake_r]):
+                fd = cast(int, ready)
+                proc = pipes.get(fd)
+                # A closed pipe means the process exited; anything else is its output.
+                if proc is not None and not os.read(fd, 65536):
+                    self._replace(proc)
+
+    def _replace(self, proc: subprocess.Popen[bytes]) -> None:
+        code = proc.wait()
+        with self._lock:
+            if self._closing:
+                return
+            self._procs.pop(proc.pid, None)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+        self._on_lost(worker_id_for(proc.pid), f"worker process {proc.pid} exited with code {code}")
+        self._spawn()
+
+    def close(self) -> None:
+        """Stop every process."""
+        with self._lock:
+            self._closing = True
+            procs = list(self._procs.values())
+            self._procs.clear()
+        os.write(self._wake_w, b"x")
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        self._monitor.join(5)
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -1,0 +1,54 @@
+"""Every key name the project writes to the store is made here, and nowhere else.
+
+A run owns five keys, all prefixed ``dl:run:<run_id>:`` and created with a TTL by the client when
+the run is submitted, so nothing outlives a crashed client for longer than the TTL:
+
+- ``meta``   hash; its existence means "the run is alive". Every worker write is gated on it
+  inside a Lua script, so deleting it cancels the run atomically and no worker can recreate keys.
+- ``spec``   hash partition index -> serialized sub-DAG, stored once per run.
+- ``out``    hash task id -> serialized output, for outputs that cross workers or that the
+  client asked for.
+- ``fanin``  hash of idempotent fan-in marks: field ``<task>:<upstream>`` per delivered edge and
+  field ``<task>`` counting them.
+- ``events`` stream of event batches that the client reads with blocking XREAD.
+
+Persisted data lives apart under ``dl:data:<name>`` with its own TTL; worker pools own a
+``dl:pool:<pool_id>:queue`` list of pending invocations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+PREFIX = "dl"
+RUN_KEY_KINDS = ("meta", "spec", "out", "fanin", "events")
+
+
+def run_key(run_id: str, kind: str) -> str:
+    """The name of one of a run's keys (see the module docstring for the kinds)."""
+    return f"{PREFIX}:run:{run_id}:{kind}"
+
+
+def run_keys(run_id: str) -> list[str]:
+    """All keys of a run, ``meta`` first so that deleting in this order cancels before cleaning."""
+    return [run_key(run_id, kind) for kind in RUN_KEY_KINDS]
+
+
+def data_key(name: str) -> str:
+    """The key of one persisted value."""
+    return f"{PREFIX}:data:{name}"
+
+
+def pool_queue(pool_id: str) -> str:
+    """The list a warm worker pool takes its invocations from."""
+    return f"{PREFIX}:pool:{pool_id}:queue"
+
+
+def key_name(key: Hashable) -> str:
+    """A stable text name for a Dask key (str or tuple), used for persisted data."""
+    return f"s:{key}" if isinstance(key, str) else f"r:{key!r}"
+
+
+def fanin_field(task: int, upstream: int) -> str:
+    """The mark of one delivered edge ``upstream -> task``."""
+    return f"{task}:{upstream}"

@@ -1,0 +1,78 @@
+"""The main program of a warm worker process: pop an invocation, run it, repeat.
+
+The pool starts ``python -m worker_runtime.process_worker`` as an independent program, like a
+function container: it does not import the client's ``__main__`` and shares nothing with the
+client but the store. Its settings (store URL, queue name, config) arrive as one JSON line on
+standard input, never as command-line arguments. Standard input then stays open: when it closes,
+the client is gone and the worker exits, so a killed client leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+
+from worker_runtime.context import WorkerContext
+from worker_runtime.invokers.queue import QueueInvoker
+from worker_runtime.protocol import Invocation
+from worker_runtime.store.redis_store import RedisStore
+from worker_runtime.worker import handle
+
+IDLE_TIMEOUT_S = 30.0
+READY_LINE = "daskless-worker-ready"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop this process when its parent dies (no-op elsewhere)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _exit_when_stdin_closes() -> None:
+    def watch() -> None:
+        sys.stdin.read()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="daskless-parent-watch", daemon=True).start()
+
+
+def _configure_nested_computes(store_url: str, settings: Mapping[str, object]) -> None:
+    """A compute inside a task reuses this store with thread workers instead of a new pool."""
+    import dask
+
+    dask.config.set({"daskless.store": store_url, "daskless.invoker": "threads", **settings})
+
+
+def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
+    """Run invocations from ``queue`` forever."""
+    _configure_nested_computes(store_url, settings)
+    store = RedisStore(store_url)
+    store.ping()
+    context = WorkerContext(store=store, invoker=QueueInvoker(store, queue))
+    print(READY_LINE, flush=True)
+    while True:
+        payload = store.pop_invocation(queue, IDLE_TIMEOUT_S)
+        if payload is not None:
+            handle(Invocation.from_bytes(payload), context)
+
+
+def main() -> None:
+    _die_with_parent()
+    config = json.loads(sys.stdin.readline())
+    _exit_when_stdin_closes()
+    serve(config["store"], config["queue"], config.get("settings", {}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The data that travels between client, store and workers.
+
+A run is described once by the client as one :class:`SubDAG` per partition; tasks are numbered
+so that everything in the store is addressed by small integers. A worker receives an
+:class:`Invocation` (run id, partition, entry task ids, optionally the sub-DAG inline when it is
+small) and reports :class:`Event` batches back through the run's event stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker_runtime.errors import InvocationError
+
+
+@dataclass(frozen=True, slots=True)
+class Successor:
+    """What a producer needs to know about one of its dependents to hand its output over."""
+
+    id: int
+    partition: int
+    n_deps: int
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """One task as a worker sees it.
+
+    ``node`` is the opaque callable (a Dask ``GraphNode``) called with a mapping of its inputs;
+    ``deps``/``dep_keys`` are the in-graph inputs by id and by Dask key, ``external`` the inputs
+    read from persisted data. ``local`` tasks only depend on local tasks of their own partition,
+    so the invocation that runs the partition's sources runs them with no store traffic.
+    """
+
+    id: int
+    key: Hashable
+    node: Any
+    deps: tuple[int, ...]
+    dep_keys: tuple[Hashable, ...]
+    external: tuple[Hashable, ...]
+    successors: tuple[Successor, ...]
+    partition: int
+    local: bool
+    wanted: bool
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Run-wide switches every worker needs."""
+
+    persist: bool = False
+    persist_ttl_ms: int = 0
+    rerun_locally: bool = False
+    event_interval_s: float = 0.02
+
+
+@dataclass(frozen=True)
+class SubDAG:
+    """The tasks of one partition of a run, with the run-wide options."""
+
+    run_id: str
+    partition: int
+    tasks: dict[int, TaskInfo]
+    options: RunOptions = field(default_factory=RunOptions)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A small request to run ``entries`` (task ids whose inputs are all available).
+
+    It travels as JSON; a serialized sub-DAG rides along inline only when it is small, otherwise
+    the worker reads it from the store where the client stored it once.
+    """
+
+    run_id: str
+    partition: int
+    entries: tuple[int, ...]
+    inline_spec: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        body: dict[str, object] = {
+            "run": self.run_id,
+            "part": self.partition,
+            "entries": list(self.entries),
+        }
+        if self.inline_spec is not None:
+            body["spec"] = base64.b64encode(self.inline_spec).decode("ascii")
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Invocation:
+        try:
+            body = json.loads(data)
+            spec = body.get("spec")
+            return cls(
+                run_id=str(body["run"]),
+                partition=int(body["part"]),
+                entries=tuple(int(e) for e in body["entries"]),
+                inline_spec=base64.b64decode(spec) if spec is not None else None,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvocationError(f"malformed invocation: {exc}") from exc
+
+
+# Events are plain tuples (cheap to build and pickle in bulk); the first item names the kind.
+# ("start", worker_id, partition, n_entries, t)   a worker began an invocation
+# ("done", worker_id, t)                           it ended the invocation
+# ("fin", task_id, t_start, t_end, worker_id)      a task finished
+# ("err", task_id, exc_bytes, traceback_text, worker_id)
+# ("lost", worker_id, reason)                      the platform saw the worker die
+Event = tuple[Any, ...]

@@ -1,0 +1,42 @@
+"""Serialization of tasks, outputs and events.
+
+cloudpickle is used throughout: graphs carry lambdas and functions defined in ``__main__``, which
+plain pickle would send by reference and a worker process could not import. Outputs are checked
+against the store's largest value so that an oversized result fails with the task's key instead
+of a store protocol error.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Hashable
+
+import cloudpickle
+
+from worker_runtime.errors import SerializationError
+
+# A Redis string (and hash value) holds at most 512 MiB.
+MAX_VALUE_BYTES = 512 * 1024 * 1024
+
+
+def dumps(obj: object) -> bytes:
+    """Serialize anything a graph may hold."""
+    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def loads(data: bytes) -> object:
+    """Inverse of :func:`dumps`."""
+    return pickle.loads(data)
+
+
+def dumps_output(key: Hashable, value: object, limit: int = MAX_VALUE_BYTES) -> bytes:
+    """Serialize a task's output, naming the task when that is impossible or too large."""
+    try:
+        data = dumps(value)
+    except Exception as exc:
+        raise SerializationError(key, f"{type(exc).__name__}: {exc}") from exc
+    if len(data) > limit:
+        raise SerializationError(
+            key, f"{len(data)} bytes serialized, above the store's limit of {limit} bytes"
+        )
+    return data

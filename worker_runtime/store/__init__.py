@@ -1,0 +1,12 @@
+"""Stores: the few atomic primitives the worker protocol needs; Redis and an in-memory twin."""
+
+from worker_runtime.store.base import Mark, Store
+from worker_runtime.store.memory import MemoryStore
+from worker_runtime.store.redis_store import RedisStore
+
+__all__ = ["Mark", "MemoryStore", "RedisStore", "Store", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """Connect to the store a URL names (``redis://``, ``rediss://``, ``unix://``)."""
+    return RedisStore(url)

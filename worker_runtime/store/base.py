@@ -1,0 +1,94 @@
+"""The ``Store`` protocol: everything workers and clients share goes through these primitives.
+
+The protocol is deliberately small. Besides plain reads, every write a worker makes is one
+:meth:`Store.deliver` call, which atomically (a) stores outputs, (b) marks fan-in edges and
+reports which tasks this very call completed, and (c) appends an event batch, all only while the
+run is alive. Atomicity makes fan-in marks idempotent (a re-delivered edge never counts twice)
+and makes cancellation clean (once the client deletes a run, no worker can write to it again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+from worker_runtime.protocol import Event
+
+
+class Mark(NamedTuple):
+    """One delivered edge ``upstream -> task``; ``n_deps`` inputs complete the task."""
+
+    task: int
+    upstream: int
+    n_deps: int
+
+
+class Store(Protocol):
+    """Shared state of runs: specs, outputs, fan-in marks, events, persisted data, queues."""
+
+    @property
+    def url(self) -> str:
+        """Where a worker process connects to reach the same store."""
+        ...
+
+    def create_run(self, run_id: str, specs: Mapping[int, bytes], ttl_s: float) -> None:
+        """Create a run's keys (alive marker, sub-DAG specs, event stream) with a TTL."""
+        ...
+
+    def load_spec(self, run_id: str, partition: int) -> bytes:
+        """One partition's serialized sub-DAG; ``RunGoneError`` if the run is gone."""
+        ...
+
+    def deliver(
+        self,
+        run_id: str,
+        outputs: Mapping[int, bytes] = {},
+        marks: Sequence[Mark] = (),
+        events: Sequence[Event] = (),
+        persisted: Mapping[str, bytes] = {},
+        persist_ttl_ms: int = 0,
+    ) -> list[int]:
+        """Atomically store outputs and persisted data, mark edges and append events.
+
+        Returns the tasks whose last missing input this call delivered (their new owner is the
+        caller). Raises ``RunGoneError`` and writes nothing if the run no longer exists.
+        """
+        ...
+
+    def fetch(self, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
+        """Stored outputs of tasks, ``None`` where absent."""
+        ...
+
+    def read_events(
+        self, run_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Event]]:
+        """Block until events after ``cursor`` arrive or the timeout passes."""
+        ...
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove every key of a run; cancels it for workers still running."""
+        ...
+
+    def fetch_persisted(self, names: Sequence[str]) -> list[bytes | None]:
+        """Persisted values by name, ``None`` where absent."""
+        ...
+
+    def missing_persisted(self, names: Sequence[str]) -> set[str]:
+        """Which of these persisted values do not exist."""
+        ...
+
+    def delete_persisted(self, names: Sequence[str]) -> None:
+        """Release persisted values."""
+        ...
+
+    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes]) -> None:
+        """Queue invocations for a worker pool, only while the run is alive."""
+        ...
+
+    def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
+        """Block until an invocation is queued or the timeout passes."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

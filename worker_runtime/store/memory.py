@@ -1,0 +1,142 @@
+"""``MemoryStore``: the in-process twin of the Redis store, for thread workers.
+
+It keeps exactly the semantics of :class:`RedisStore` (serialized outputs, idempotent marks,
+gated writes, blocking event reads) under one lock, so the protocol can be tested and run without
+a server. It cannot be shared between processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from worker_runtime.errors import RunGoneError
+from worker_runtime.protocol import Event
+from worker_runtime.store.base import Mark
+
+_ids = itertools.count()
+
+
+@dataclass
+class _Run:
+    specs: dict[int, bytes]
+    outputs: dict[int, bytes] = field(default_factory=dict)
+    edges: set[tuple[int, int]] = field(default_factory=set)
+    counts: dict[int, int] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+class MemoryStore:
+    """In-process store; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._url = f"memory://{next(_ids)}"
+        self._runs: dict[str, _Run] = {}
+        self._data: dict[str, bytes] = {}
+        self._queues: dict[str, deque[bytes]] = {}
+        self._changed = threading.Condition(threading.Lock())
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def create_run(self, run_id: str, specs: Mapping[int, bytes], ttl_s: float) -> None:
+        with self._changed:
+            self._runs[run_id] = _Run(specs=dict(specs))
+
+    def _run(self, run_id: str) -> _Run:
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunGoneError(f"run {run_id} is gone")
+        return run
+
+    def load_spec(self, run_id: str, partition: int) -> bytes:
+        with self._changed:
+            return self._run(run_id).specs[partition]
+
+    def deliver(
+        self,
+        run_id: str,
+        outputs: Mapping[int, bytes] = {},
+        marks: Sequence[Mark] = (),
+        events: Sequence[Event] = (),
+        persisted: Mapping[str, bytes] = {},
+        persist_ttl_ms: int = 0,
+    ) -> list[int]:
+        with self._changed:
+            run = self._run(run_id)
+            run.outputs.update(outputs)
+            self._data.update(persisted)
+            completed = [m.task for m in marks if self._mark(run, m)]
+            if events:
+                run.events.extend(events)
+                self._changed.notify_all()
+            return completed
+
+    @staticmethod
+    def _mark(run: _Run, mark: Mark) -> bool:
+        edge = (mark.task, mark.upstream)
+        if edge in run.edges:
+            return False
+        run.edges.add(edge)
+        count = run.counts.get(mark.task, 0) + 1
+        run.counts[mark.task] = count
+        return count == mark.n_deps
+
+    def fetch(self, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
+        with self._changed:
+            outputs = self._run(run_id).outputs
+            return [outputs.get(t) for t in task_ids]
+
+    def read_events(
+        self, run_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Event]]:
+        start = int(cursor)
+        with self._changed:
+            run = self._run(run_id)
+            if len(run.events) <= start:
+                self._changed.wait(timeout_s)
+                run = self._run(run_id)
+            return str(len(run.events)), run.events[start:]
+
+    def delete_run(self, run_id: str) -> None:
+        with self._changed:
+            self._runs.pop(run_id, None)
+            self._changed.notify_all()
+
+    def fetch_persisted(self, names: Sequence[str]) -> list[bytes | None]:
+        with self._changed:
+            return [self._data.get(n) for n in names]
+
+    def missing_persisted(self, names: Sequence[str]) -> set[str]:
+        with self._changed:
+            return {n for n in names if n not in self._data}
+
+    def delete_persisted(self, names: Sequence[str]) -> None:
+        with self._changed:
+            for name in names:
+                self._data.pop(name, None)
+
+    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes]) -> None:
+        with self._changed:
+            self._run(run_id)
+            self._queues.setdefault(queue, deque()).extend(payloads)
+            self._changed.notify_all()
+
+    def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
+        with self._changed:
+            pending = self._queues.setdefault(queue, deque())
+            if not pending:
+                self._changed.wait_for(lambda: bool(pending), timeout_s)
+            return pending.popleft() if pending else None
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def key_count(self) -> int:
+        """How many runs, values and non-empty queues are held (tests check it returns to 0)."""
+        with self._changed:
+            return len(self._runs) + len(self._data) + sum(1 for q in self._queues.values() if q)

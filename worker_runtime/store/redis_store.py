@@ -1,0 +1,191 @@
+"""``RedisStore``: the store on a real Redis server, shared by client and worker processes.
+
+Key names come from :mod:`worker_runtime.keys`; the atomic multi-step updates are the Lua
+scripts of :mod:`worker_runtime.store.lua`. Connection problems surface as
+:class:`StoreUnavailableError` naming the URL (with the password masked), after the client
+library's own bounded retries, so a dead server fails a compute quickly instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from worker_runtime import keys
+from worker_runtime.errors import RunGoneError, StoreUnavailableError
+from worker_runtime.protocol import Event
+from worker_runtime.store import lua
+from worker_runtime.store.base import Mark
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def masked(url: str) -> str:
+    """The URL with any password replaced, safe to put in messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _translating(method: F) -> F:
+    """Turn connection failures into ``StoreUnavailableError`` naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailableError(masked(self.url), exc) from exc
+
+    return cast(F, wrapper)
+
+
+class RedisStore:
+    """Store on Redis; see the module docstring."""
+
+    def __init__(self, url: str, connect_timeout_s: float = 5.0) -> None:
+        self._url = url
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=60.0,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        self._deliver = self._client.register_script(lua.DELIVER)
+        self._push = self._client.register_script(lua.PUSH_INVOCATIONS)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying client, for tools that inspect the store."""
+        return self._client
+
+    @_translating
+    def ping(self) -> None:
+        """Check that the server answers."""
+        self._client.ping()
+
+    @_translating
+    def create_run(self, run_id: str, specs: Mapping[int, bytes], ttl_s: float) -> None:
+        meta, spec, out, fanin, events = keys.run_keys(run_id)
+        ttl_ms = int(ttl_s * 1000)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(meta, mapping={"created": time.time()})
+        if specs:
+            pipe.hset(spec, mapping={str(p): s for p, s in specs.items()})
+        # Placeholders let the hashes carry their TTL before any worker writes to them.
+        pipe.hset(out, "_", b"")
+        pipe.hset(fanin, "_", b"")
+        pipe.xadd(events, {"e": pickle.dumps([("created", time.time())])})
+        for key in (meta, spec, out, fanin, events):
+            pipe.pexpire(key, ttl_ms)
+        pipe.execute()
+
+    @_translating
+    def load_spec(self, run_id: str, partition: int) -> bytes:
+        data = self._client.hget(keys.run_key(run_id, "spec"), str(partition))
+        if data is None:
+            raise RunGoneError(f"run {run_id} is gone")
+        return cast(bytes, data)
+
+    @_translating
+    def deliver(
+        self,
+        run_id: str,
+        outputs: Mapping[int, bytes] = {},
+        marks: Sequence[Mark] = (),
+        events: Sequence[Event] = (),
+        persisted: Mapping[str, bytes] = {},
+        persist_ttl_ms: int = 0,
+    ) -> list[int]:
+        names = [keys.data_key(n) for n in persisted]
+        args: list[Any] = [
+            len(outputs),
+            len(persisted),
+            max(persist_ttl_ms, 1),
+            len(marks),
+            pickle.dumps(list(events)) if events else b"",
+        ]
+        for task, value in outputs.items():
+            args += (task, value)
+        args.extend(persisted.values())
+        for mark in marks:
+            args += mark
+        meta, _spec, out, fanin, events_key = keys.run_keys(run_id)
+        result = self._deliver(keys=[meta, out, fanin, events_key, *names], args=args)
+        if result == -1:
+            raise RunGoneError(f"run {run_id} is gone")
+        return [int(t) for t in result]
+
+    @_translating
+    def fetch(self, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
+        if not task_ids:
+            return []
+        return cast(
+            "list[bytes | None]", self._client.hmget(keys.run_key(run_id, "out"), task_ids)
+        )
+
+    @_translating
+    def read_events(
+        self, run_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Event]]:
+        stream = keys.run_key(run_id, "events")
+        reply: Any = self._client.xread({stream: cursor}, block=max(1, int(timeout_s * 1000)))
+        events: list[Event] = []
+        for _name, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                events.extend(pickle.loads(fields[b"e"]))
+        return cursor, events
+
+    @_translating
+    def delete_run(self, run_id: str) -> None:
+        self._client.unlink(*keys.run_keys(run_id))
+
+    @_translating
+    def fetch_persisted(self, names: Sequence[str]) -> list[bytes | None]:
+        if not names:
+            return []
+        return cast("list[bytes | None]", self._client.mget([keys.data_key(n) for n in names]))
+
+    @_translating
+    def missing_persisted(self, names: Sequence[str]) -> set[str]:
+        if not names:
+            return set()
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(keys.data_key(name))
+        return {n for n, found in zip(names, pipe.execute()) if not found}
+
+    @_translating
+    def delete_persisted(self, names: Sequence[str]) -> None:
+        if names:
+            self._client.unlink(*(keys.data_key(n) for n in names))
+
+    @_translating
+    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes]) -> None:
+        if payloads and self._push(keys=[keys.run_key(run_id, "meta"), queue], args=payloads) == -1:
+            raise RunGoneError(f"run {run_id} is gone")
+
+    @_translating
+    def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
+        reply = self._client.blpop([queue], timeout=timeout_s)
+        return None if reply is None else cast(bytes, reply[1])
+
+    def close(self) -> None:
+        self._client.close()

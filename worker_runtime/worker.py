@@ -1,0 +1,296 @@
+"""The worker loop: run an invocation's tasks, continue locally, fan out and fan in via the store.
+
+An :class:`Execution` is one invocation. It starts from entry tasks whose inputs are available
+and runs tasks from a local stack:
+
+* A finished task's *local* successors (same partition, only local inputs) are counted down in
+  memory and run here when complete: no store traffic at all inside a partition's local region.
+* Any other successor either has all its inputs computed by this execution (then it is ready
+  here), or the edge is *marked* in the store; the atomic mark reports whether it delivered the
+  successor's last input, and whoever delivers it owns the successor.
+* A ready successor in the partition being run stays on the local stack; one in another
+  partition is handed off. When local work runs out, the worker *becomes* one handed-off group
+  (continues with it) and invokes a new worker for every other group: fan-out.
+
+Outputs cross the store only when a successor may run elsewhere or the client asked for them,
+and an output is always uploaded in the same atomic delivery as the marks that depend on it, and
+before any invocation that reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Hashable, Iterable
+from typing import Any, NoReturn
+
+from worker_runtime import serialization
+from worker_runtime.context import WorkerContext, running_in
+from worker_runtime.errors import RunGoneError, SerializationError
+from worker_runtime.keys import key_name
+from worker_runtime.outbox import Outbox
+from worker_runtime.protocol import Invocation, SubDAG, Successor, TaskInfo
+
+_MISSING: Any = object()
+
+
+class _Abort(Exception):
+    """The invocation stops: its run failed or is gone."""
+
+
+class Execution:
+    """One invocation on one worker; see the module docstring."""
+
+    def __init__(self, context: WorkerContext, invocation: Invocation) -> None:
+        self.ctx = context
+        self.run_id = invocation.run_id
+        spec = context.specs.get(
+            context.store, self.run_id, invocation.partition, invocation.inline_spec
+        )
+        self.options = spec.options
+        self.parts: dict[int, SubDAG] = {spec.partition: spec}
+        self.current = spec.partition
+        self.held: dict[int, object] = {}
+        self.uses: dict[int, int] = {}
+        self.pending: dict[int, int] = {}
+        self.inputs_here: dict[int, int] = {}
+        self.fetched: dict[int, object] = {}
+        self.ready: list[int] = []
+        self.outbox = Outbox(self.options.event_interval_s)
+        self._enter(invocation.entries)
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until no local work is left; report failures instead of raising."""
+        # Sent at once: if this worker dies, the client must know it was running part of the run.
+        self._send_events(
+            [("start", self.ctx.worker_id, self.current, len(self.ready), time.time())]
+        )
+        try:
+            while self.ready:
+                self._drain()
+                if self.outbox.due(has_local_work=False):
+                    self._flush(final=True)
+        except (_Abort, RunGoneError):
+            pass
+        except Exception as exc:  # a bug or a store failure: tell the client, then stop
+            self._report_failure(-1, exc)
+        finally:
+            self._send_events([("done", self.ctx.worker_id, time.time())])
+
+    def _drain(self) -> None:
+        while self.ready:
+            self._execute(self.task(self.ready.pop()))
+            if self.outbox.due(bool(self.ready)):
+                self._flush(final=not self.ready)
+
+    def _enter(self, entries: Iterable[int]) -> None:
+        """Start from tasks whose inputs are all available, fetching what is not held."""
+        tasks = [self.task(t) for t in entries]
+        missing = sorted({d for t in tasks for d in t.deps if d not in self.held})
+        if missing:
+            for dep, data in zip(missing, self.ctx.store.fetch(self.run_id, missing)):
+                self.fetched[dep] = self._load_input(dep, data)
+        self.ready.extend(reversed([t.id for t in tasks]))
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    def task(self, task_id: int) -> TaskInfo:
+        spec = self.parts[self.current]
+        info = spec.tasks.get(task_id)
+        if info is not None:
+            return info
+        for part in self.parts.values():
+            if task_id in part.tasks:
+                return part.tasks[task_id]
+        raise KeyError(task_id)
+
+    def _execute(self, info: TaskInfo) -> None:
+        values = self._inputs(info)
+        start = time.time()
+        try:
+            with running_in(self.ctx):
+                value = info.node(values)
+        except BaseException as exc:
+            self._fail(info, values, exc)
+        end = time.time()
+        self.held[info.id] = value
+        self.uses[info.id] = len(info.successors)
+        self.outbox.events.append(("fin", info.id, start, end, self.ctx.worker_id))
+        if info.wanted:
+            self.outbox.upload(info.id)
+        for successor in info.successors:
+            self._hand_over(info, successor)
+        self._release_if_unused(info.id)
+
+    def _hand_over(self, producer: TaskInfo, successor: Successor) -> None:
+        if successor.local and producer.local and successor.partition == producer.partition:
+            left = self.pending.get(successor.id, successor.n_deps) - 1
+            if left:
+                self.pending[successor.id] = left
+            else:
+                self.pending.pop(successor.id, None)
+                self.ready.append(successor.id)
+            return
+        here = self.inputs_here.get(successor.id, 0) + 1
+        if here == successor.n_deps:
+            self.inputs_here.pop(successor.id, None)
+            self.outbox.forget_marks(successor.id)
+            self._route(producer.id, successor)
+        else:
+            self.inputs_here[successor.id] = here
+            self.outbox.mark(producer.id, successor)
+            self.outbox.upload(producer.id)
+            self._use(producer.id)
+
+    def _route(self, producer: int | None, successor: Successor) -> None:
+        """``successor`` is ours to run: here if it is in the partition we run, else hand off."""
+        if successor.partition == self.current:
+            self.ready.append(successor.id)
+            return
+        if producer is not None:
+            self.outbox.upload(producer)
+            self._use(producer)
+        self.outbox.hand_off(successor.partition, successor.id)
+
+    def _inputs(self, info: TaskInfo) -> dict[Hashable, object]:
+        values: dict[Hashable, object] = {}
+        absent = []
+        for dep, key in zip(info.deps, info.dep_keys):
+            value = self.held.get(dep, _MISSING)
+            if value is not _MISSING:
+                self._use(dep)
+            else:
+                value = self.fetched.get(dep, _MISSING)
+            if value is _MISSING:
+                absent.append((dep, key))
+            else:
+                values[key] = value
+        if absent:
+            data = self.ctx.store.fetch(self.run_id, [d for d, _ in absent])
+            for (dep, key), blob in zip(absent, data):
+                values[key] = self._load_input(dep, blob)
+        if info.external:
+            names = [key_name(k) for k in info.external]
+            blobs = self.ctx.store.fetch_persisted(names)
+            for key, blob in zip(info.external, blobs):
+                if blob is None:
+                    raise RunGoneError(f"persisted input {key!r} is gone")
+                values[key] = serialization.loads(blob)
+        return values
+
+    def _load_input(self, dep: int, data: bytes | None) -> object:
+        if data is None:
+            raise RunGoneError(f"input {dep} of run {self.run_id} is not in the store")
+        return serialization.loads(data)
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def _use(self, task_id: int) -> None:
+        if task_id in self.uses:
+            self.uses[task_id] -= 1
+            self._release_if_unused(task_id)
+
+    def _release_if_unused(self, task_id: int) -> None:
+        if self.uses.get(task_id, 1) <= 0 and task_id not in self.outbox.outputs:
+            self.held.pop(task_id, None)
+            del self.uses[task_id]
+
+    # -- the store -------------------------------------------------------------------------
+
+    def _flush(self, final: bool) -> None:
+        outbox = self.outbox
+        outputs, persisted = self._serialize_outputs()
+        marks = list(outbox.all_marks())
+        successors = {m.task: s for m, s in marks}
+        completed = self.ctx.store.deliver(
+            self.run_id,
+            outputs=outputs,
+            marks=[m for m, _ in marks],
+            events=outbox.events,
+            persisted=persisted,
+            persist_ttl_ms=self.options.persist_ttl_ms,
+        )
+        uploaded = list(outbox.outputs)
+        handoffs = outbox.handoffs
+        outbox.clear()
+        for task_id in uploaded:
+            self._release_if_unused(task_id)
+        for task_id in completed:
+            self._route(None, successors[task_id])
+        self._dispatch(handoffs, final)
+
+    def _serialize_outputs(self) -> tuple[dict[int, bytes], dict[str, bytes]]:
+        outputs: dict[int, bytes] = {}
+        persisted: dict[str, bytes] = {}
+        for task_id in self.outbox.outputs:
+            info = self.task(task_id)
+            try:
+                data = serialization.dumps_output(info.key, self.held[task_id])
+            except SerializationError as exc:
+                self._report_failure(task_id, exc)
+                raise _Abort from exc
+            if info.wanted and self.options.persist:
+                persisted[key_name(info.key)] = data
+            if not (info.wanted and self.options.persist) or info.successors:
+                outputs[task_id] = data
+        return outputs, persisted
+
+    def _dispatch(self, handoffs: dict[int, list[int]], final: bool) -> None:
+        """Continue with one handed-off group if idle, invoke workers for the others."""
+        groups = list(handoffs.items())
+        if final and not self.ready and groups:
+            partition, tasks = groups.pop(0)
+            self._become(partition, tasks)
+        if groups:
+            self.ctx.invoker.invoke(
+                [Invocation(self.run_id, part, tuple(tasks)) for part, tasks in groups]
+            )
+
+    def _become(self, partition: int, tasks: list[int]) -> None:
+        if partition not in self.parts:
+            self.parts[partition] = self.ctx.specs.get(self.ctx.store, self.run_id, partition)
+        self.current = partition
+        self._enter(tasks)
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _fail(
+        self, info: TaskInfo, values: dict[Hashable, object], exc: BaseException
+    ) -> NoReturn:
+        if self.options.rerun_locally:
+            # The client runs the task again itself, from inputs it reads in the store.
+            outputs = {
+                dep: serialization.dumps(values[key])
+                for dep, key in zip(info.deps, info.dep_keys)
+            }
+            self.ctx.store.deliver(self.run_id, outputs=outputs)
+        self._report_failure(info.id, exc)
+        raise _Abort from exc
+
+    def _report_failure(self, task_id: int, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            blob = serialization.dumps(exc)
+            serialization.loads(blob)
+        except Exception:
+            blob = serialization.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        self._send_events([("err", task_id, blob, text, self.ctx.worker_id)])
+
+    def _send_events(self, events: list[Any]) -> None:
+        with contextlib.suppress(RunGoneError):
+            self.ctx.store.deliver(self.run_id, events=self.outbox.events + events)
+        self.outbox.events.clear()
+
+
+def handle(invocation: Invocation, context: WorkerContext) -> None:
+    """Entry point of every platform: run one invocation to its end."""
+    try:
+        Execution(context, invocation).run()
+    except RunGoneError:
+        return
+    except Exception:
+        # The store itself failed; the client sees the same failure on its side.
+        traceback.print_exc()
