@@ -6,12 +6,15 @@ implement the protocols may be passed instead and are then used as they are and 
 
 from __future__ import annotations
 
+import functools
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker_runtime.redis_server import RedisServer
 
 from daskless.config import Backend
+from worker_runtime.blobs import shared_memory_dir
 from worker_runtime.context import Invoker
 from worker_runtime.errors import ConfigurationError
 from worker_runtime.invokers.processes import LostCallback, ProcessPool
@@ -31,6 +34,7 @@ class Resources:
     invoker: Invoker
     workers: int
     closers: list[Callable[[], None]] = field(default_factory=list)
+    blob_dir: str | None = None
 
     def close(self) -> None:
         while self.closers:
@@ -88,4 +92,9 @@ def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resou
             closers.pop()()
         raise
     closers.append(close_invoker)
-    return Resources(store, invoker, backend.workers, closers)
+    blob_dir = None
+    if not isinstance(store, MemoryStore):
+        # Thread and process workers share this machine: large outputs skip Redis.
+        blob_dir = shared_memory_dir()
+        closers.insert(0, functools.partial(shutil.rmtree, blob_dir, ignore_errors=True))
+    return Resources(store, invoker, backend.workers, closers, blob_dir)

@@ -16,7 +16,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dask
@@ -33,7 +33,7 @@ from daskless.graph import Graph, materialize, requested_keys
 from daskless.plan import make_plan
 from daskless.run import RunClient, TaskFailed, fetch_persisted
 from worker_runtime import context
-from worker_runtime.errors import RunGoneError
+from worker_runtime.errors import RunGoneError, StoreUnavailableError
 from worker_runtime.invokers.threads import ThreadInvoker
 from worker_runtime.keys import key_name
 from worker_runtime.protocol import RunOptions
@@ -50,6 +50,7 @@ class RunSummary:
     tasks: int
     partitions: int
     cross_edges: int
+    timeline: list[tuple[Hashable, float, float, str]] = field(default_factory=list)
 
 
 class Engine:
@@ -101,7 +102,7 @@ class Engine:
     def _run(self, resources: Resources, graph: Graph, wanted: list[Hashable],
              kwargs: dict[str, Any], persist: bool) -> dict[Hashable, object]:
         run_id = uuid.uuid4().hex
-        options = self._options(kwargs, persist)
+        options = self._options(kwargs, persist, resources.blob_dir)
         workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
         parallelism = int(workers or resources.workers) * int(config.get("partitions-per-worker"))
         # Tiny graphs gain nothing from more partitions than a few tasks each.
@@ -117,6 +118,7 @@ class Engine:
             client = RunClient(run_id, plan, store, resources.invoker, driver, wanted,
                                int(config.get("inline-spec-bytes")), float(config.get("run-ttl")))
             self._runs[run_id] = client
+            self.last_run = replace(self.last_run, timeline=client.timeline)
             try:
                 client.submit()
                 client.wait()
@@ -130,10 +132,12 @@ class Engine:
                 raise failed.error from None
             finally:
                 self._runs.pop(run_id, None)
-                store.delete_run(run_id)
+                # An unreachable store has already failed the run; its keys expire on their own.
+                with contextlib.suppress(StoreUnavailableError):
+                    client.delete()
 
     @staticmethod
-    def _options(kwargs: dict[str, Any], persist: bool) -> RunOptions:
+    def _options(kwargs: dict[str, Any], persist: bool, blob_dir: str | None) -> RunOptions:
         rerun = kwargs.get("rerun_exceptions_locally")
         if rerun is None:
             rerun = dask.config.get("rerun_exceptions_locally", False)
@@ -142,6 +146,8 @@ class Engine:
             persist_ttl_ms=int(float(config.get("persist-ttl")) * 1000),
             rerun_locally=bool(rerun),
             event_interval_s=float(config.get("event-interval")),
+            blob_dir=blob_dir,
+            blob_threshold=int(config.get("blob-threshold-bytes")),
         )
 
     @staticmethod

@@ -79,7 +79,7 @@ def make_plan(
     available = {k for k in external if key_name(k) not in absent}
     dag = DAG(nodes, external=available)
     validate(dag)
-    parts = partition(dag, parallelism)
+    parts = partition(dag, parallelism, follow_single_input=True)
     keys = [k for part in parts.parts for k in part]
     ids = {k: i for i, k in enumerate(keys)}
     specs = _specs(run_id, dag, parts, ids, set(wanted), options)

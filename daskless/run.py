@@ -19,6 +19,7 @@ from daskless.callbacks import CallbackDriver
 from daskless.plan import Plan
 from scheduler.errors import DasklessError
 from worker_runtime import serialization
+from worker_runtime.blobs import open_blobs
 from worker_runtime.context import Invoker
 from worker_runtime.errors import WorkerLostError
 from worker_runtime.keys import key_name
@@ -51,7 +52,9 @@ class RunClient:
         self.inline_limit = inline_limit
         self.ttl_s = ttl_s
         self.remaining = {plan.ids[k] for k in wanted if k in plan.ids}
+        self.plan_options = next(iter(plan.specs.values())).options
         self.active: Counter[str] = Counter()
+        self.timeline: list[tuple[Hashable, float, float, str]] = []
 
     def submit(self) -> None:
         blobs = {p: serialization.dumps(spec) for p, spec in self.plan.specs.items()}
@@ -73,8 +76,9 @@ class RunClient:
     def _on_event(self, event: Event) -> None:
         kind = event[0]
         if kind == "fin":
-            _, task_id, _start, _end, worker = event
+            _, task_id, start, end, worker = event
             self.remaining.discard(task_id)
+            self.timeline.append((self.plan.keys[task_id], start, end, worker))
             if self.driver.active:
                 self.driver.task_finished(self.plan.keys[task_id], worker)
         elif kind == "err":
@@ -94,7 +98,7 @@ class RunClient:
         ids = self.plan.ids
         inside = [k for k in keys if k in ids]
         blobs = self.store.fetch(self.run_id, [ids[k] for k in inside])
-        values = _loaded(inside, blobs)
+        values = _loaded(inside, self._resolved(blobs))
         outside = [k for k in keys if k not in ids]
         values.update(fetch_persisted(self.store, outside))
         return values
@@ -103,9 +107,24 @@ class RunClient:
         """Inputs of a failed task that its worker left in the store (for a local rerun)."""
         info = self.plan.specs[self.plan.parts.assignment[self.plan.keys[task_id]]].tasks[task_id]
         blobs = self.store.fetch(self.run_id, list(info.deps))
-        values = _loaded(info.dep_keys, blobs)
+        values = _loaded(info.dep_keys, self._resolved(blobs))
         values.update(fetch_persisted(self.store, list(info.external)))
         return values
+
+    def _resolved(self, blobs: list[bytes | None]) -> list[bytes | None]:
+        local = open_blobs(self.plan_options.blob_dir, self.plan_options.blob_threshold)
+        if local is None:
+            return blobs
+        return [None if b is None else local.resolve(b) for b in blobs]
+
+    def delete(self) -> None:
+        """Remove the run's keys and its large outputs."""
+        local = open_blobs(self.plan_options.blob_dir, self.plan_options.blob_threshold)
+        try:
+            self.store.delete_run(self.run_id)
+        finally:
+            if local is not None:
+                local.delete_run(self.run_id)
 
 
 def fetch_persisted(store: Store, keys: Sequence[Hashable]) -> dict[Hashable, object]:

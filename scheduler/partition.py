@@ -48,6 +48,9 @@ from scheduler.dag import DAG, Key
 __all__ = ["BALANCE_SLACK", "Partitioning", "local_tasks", "partition"]
 
 BALANCE_SLACK = 0.1
+FOLLOW_MAX_DEPENDENTS = 4
+"""A single-input task follows its producer's part if the producer has at most this many
+dependents (see :func:`_follow_single_input`)."""
 """How far (as a fraction of the ideal part weight) a cut may move from its
 ideal position to cross fewer edges.  A part's weight therefore stays within
 ``1 +- 2 * BALANCE_SLACK`` of the ideal, up to the granularity of one task."""
@@ -83,7 +86,10 @@ class Partitioning:
 
 
 def partition(
-    dag: DAG, parallelism: int, weights: Mapping[_K, float] | None = None
+    dag: DAG,
+    parallelism: int,
+    weights: Mapping[_K, float] | None = None,
+    follow_single_input: bool = False,
 ) -> Partitioning:
     """Partition ``dag`` into at most ``parallelism`` parts.
 
@@ -93,6 +99,10 @@ def partition(
     are exactly ``min(parallelism, len(dag))`` parts.  Raises
     :class:`~scheduler.errors.CycleError` on a cyclic graph and
     ``ValueError`` on a negative or non-finite weight.
+
+    With ``follow_single_input``, a task with one input then joins its producer's part when
+    the producer has few dependents (see :func:`_follow_single_input`); parts emptied by that
+    are dropped, so fewer parts than asked may result, traded for less data crossing parts.
     """
     n = len(dag)
     if n == 0:
@@ -109,10 +119,47 @@ def partition(
     for i, (lo, hi) in enumerate(pairwise(bounds)):
         for v in order[lo:hi]:
             part[v] = i
+    if follow_single_input and _follow_single_input(order, graph.deps, graph.n_dependents, part):
+        parts = _regroup(keys, order, part)
     flags = _local_flags(order, graph.deps, part)
     assignment = dict(zip(keys, part))
     local = frozenset([keys[v] for v in order if flags[v]])
     return Partitioning(MappingProxyType(assignment), parts, local)
+
+
+def _follow_single_input(
+    order: Sequence[int],
+    deps: Sequence[tuple[int, ...]],
+    n_dependents: Sequence[int],
+    part: list[int],
+) -> bool:
+    """Move tasks with one input into their producer's part; ``True`` if any moved.
+
+    A task with a single input (a selector such as ``getitem`` of a ``qr`` result, or the next
+    link of a chain) is best run next to that input: otherwise the whole input crosses the
+    store to feed it. Producers with many dependents (fan-outs) are left alone, since moving
+    all their dependents would serialize them. Moves only go to lower-numbered parts, so
+    part ``i`` still depends only on parts ``<= i``.
+    """
+    moved = False
+    for v in order:
+        if len(deps[v]) == 1:
+            d = deps[v][0]
+            if part[d] < part[v] and n_dependents[d] <= FOLLOW_MAX_DEPENDENTS:
+                part[v] = part[d]
+                moved = True
+    return moved
+
+
+def _regroup(keys: Sequence[Key], order: Sequence[int], part: list[int]) -> tuple[
+        tuple[Key, ...], ...]:
+    """Parts from an assignment, renumbered densely (moves may empty a part), in order."""
+    renumber = {p: i for i, p in enumerate(sorted(set(part)))}
+    groups: list[list[Key]] = [[] for _ in renumber]
+    for v in order:
+        part[v] = renumber[part[v]]
+        groups[part[v]].append(keys[v])
+    return tuple(tuple(g) for g in groups)
 
 
 def local_tasks(dag: DAG, assignment: Mapping[_K, int]) -> frozenset[Key]:

@@ -14,9 +14,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 
 from worker_runtime.context import WorkerContext
+from worker_runtime.errors import StoreUnavailableError
 from worker_runtime.invokers.queue import QueueInvoker
 from worker_runtime.protocol import Invocation
 from worker_runtime.store.redis_store import RedisStore
@@ -61,8 +63,16 @@ def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
     store.ping()
     context = WorkerContext(store=store, invoker=QueueInvoker(store, queue))
     print(READY_LINE, flush=True)
+    backoff = 0.0
     while True:
-        payload = store.pop_invocation(queue, IDLE_TIMEOUT_S)
+        try:
+            payload = store.pop_invocation(queue, IDLE_TIMEOUT_S)
+        except StoreUnavailableError:
+            # Like a container whose backing store went away: wait and retry, don't crash-loop.
+            backoff = min(5.0, backoff * 2 or 0.1)
+            time.sleep(backoff)
+            continue
+        backoff = 0.0
         if payload is not None:
             handle(Invocation.from_bytes(payload), context)
 

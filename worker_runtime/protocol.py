@@ -57,6 +57,8 @@ class RunOptions:
     persist_ttl_ms: int = 0
     rerun_locally: bool = False
     event_interval_s: float = 0.02
+    blob_dir: str | None = None
+    blob_threshold: int = 256 * 1024
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any, NoReturn
 
 from worker_runtime import serialization
+from worker_runtime.blobs import open_blobs
 from worker_runtime.context import WorkerContext, running_in
 from worker_runtime.errors import RunGoneError, SerializationError
 from worker_runtime.keys import key_name
@@ -49,6 +50,7 @@ class Execution:
             context.store, self.run_id, invocation.partition, invocation.inline_spec
         )
         self.options = spec.options
+        self.blobs = open_blobs(spec.options.blob_dir, spec.options.blob_threshold)
         self.parts: dict[int, SubDAG] = {spec.partition: spec}
         self.current = spec.partition
         self.held: dict[int, object] = {}
@@ -184,6 +186,8 @@ class Execution:
     def _load_input(self, dep: int, data: bytes | None) -> object:
         if data is None:
             raise RunGoneError(f"input {dep} of run {self.run_id} is not in the store")
+        if self.blobs is not None:
+            data = self.blobs.resolve(data)
         return serialization.loads(data)
 
     # -- memory ----------------------------------------------------------------------------
@@ -235,6 +239,8 @@ class Execution:
             if info.wanted and self.options.persist:
                 persisted[key_name(info.key)] = data
             if not (info.wanted and self.options.persist) or info.successors:
+                if self.blobs is not None:
+                    data = self.blobs.maybe_put(self.run_id, task_id, data)
                 outputs[task_id] = data
         return outputs, persisted
 

@@ -281,3 +281,44 @@ def test_local_tasks_matches_reference_for_arbitrary_assignments(seed: int) -> N
     parts = rng.randint(1, 4)
     assignment = {k: rng.randrange(parts) for k in dag}
     assert local_tasks(dag, assignment) == reference_local(dag, assignment)
+
+
+# -- following single inputs -------------------------------------------------------------------
+
+
+def _selector_graph(blocks: int) -> DAG:
+    """Per block: a source, a producer with two single-input selectors, a consumer of both."""
+    deps: dict[str, list[str]] = {}
+    for i in range(blocks):
+        deps[f"src{i}"] = []
+        deps[f"qr{i}"] = [f"src{i}"]
+        deps[f"q{i}"] = [f"qr{i}"]
+        deps[f"r{i}"] = [f"qr{i}"]
+    deps["stack"] = [f"r{i}" for i in range(blocks)]
+    for i in range(blocks):
+        deps[f"u{i}"] = [f"q{i}", "stack"]
+    deps["out"] = [f"u{i}" for i in range(blocks)]
+    return DAG.from_dependencies(deps)
+
+
+def test_single_input_tasks_follow_their_producer() -> None:
+    dag = _selector_graph(20)
+    plain = partition(dag, 4)
+    follow = partition(dag, 4, follow_single_input=True)
+    for i in range(20):
+        assert follow.assignment[f"q{i}"] == follow.assignment[f"qr{i}"]
+        assert follow.assignment[f"r{i}"] == follow.assignment[f"qr{i}"]
+    assert follow.cross_edges(dag) < plain.cross_edges(dag)
+    assert sorted(k for p in follow.parts for k in p) == sorted(dag)
+    for i, part in enumerate(follow.parts):
+        assert part and all(follow.assignment[k] == i for k in part)
+        assert list(part) == [k for k in dag.topological_order() if k in set(part)]
+
+
+def test_fan_out_dependents_do_not_follow() -> None:
+    deps: dict[str, list[str]] = {"s": []}
+    deps.update({f"m{i}": ["s"] for i in range(100)})
+    deps["sink"] = [f"m{i}" for i in range(100)]
+    follow = partition(DAG.from_dependencies(deps), 4, follow_single_input=True)
+    assert len(follow.parts) == 4
+    assert len({follow.assignment[f"m{i}"] for i in range(100)}) == 4

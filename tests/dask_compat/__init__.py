@@ -1,0 +1,33 @@
+"""Run dask's own installed test modules with every scheduler choice forced to one ``get``.
+
+dask's test suite exercises collections (delayed, array, bag, ...) through ``compute``, and
+picks a scheduler in several ways: ``dask.config`` ``scheduler``, explicit
+``scheduler="sync"``/``"threads"``/``"processes"`` strings (``assert_eq`` helpers default to
+``"sync"``), and each collection's ``__dask_scheduler__`` default. The pytest plugin in
+:mod:`tests.dask_compat.force_scheduler` routes all of them to a single target ``get``
+function and counts its calls, so the same test modules can be run once against dask's
+synchronous scheduler (the baseline) and once per daskless configuration, and the pass counts
+compared. ``python -m tests.dask_compat`` (see :mod:`tests.dask_compat.__main__`) does that.
+
+This package only holds the machinery; it contains no test modules of its own, so the
+project's normal test run does not collect anything here.
+
+The environment variables shared by the runner and the plugin are defined here, and this module
+imports nothing heavy: the plugin is imported by pytest before dask's tests are collected.
+"""
+
+from __future__ import annotations
+
+#: ``module:attr`` of the ``get`` function every scheduler choice is forced to.
+ENV_TARGET = "DASKLESS_COMPAT_TARGET"
+#: JSON object of extra ``dask.config`` settings, applied before the target is imported.
+ENV_CONFIG = "DASKLESS_COMPAT_CONFIG"
+#: File to which each pytest process appends one JSON line with its forced-call count.
+ENV_COUNT_FILE = "DASKLESS_COMPAT_COUNT_FILE"
+#: Debugging aid: keep only the first N tests of every module (unset or 0: keep all).
+ENV_QUICK = "DASKLESS_COMPAT_QUICK"
+#: JSON list replacing the runner's configurations: ``[{"name", "target", "config"}, ...]``.
+ENV_TARGETS = "DASKLESS_COMPAT_TARGETS"
+
+#: The baseline target: dask's own single-threaded scheduler.
+SYNC_TARGET = "dask.local:get_sync"

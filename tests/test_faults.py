@@ -1,0 +1,137 @@
+"""Faults of the Redis + processes runtime: each ends in a named error, quickly, never a hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from operator import add
+from typing import Any
+
+import dask
+import pytest
+import redis
+from dask import delayed
+
+import daskless
+from daskless.exceptions import SerializationError, StoreUnavailableError, WorkerLostError
+from worker_runtime.redis_server import RedisServer, free_port
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def die(_: Any) -> None:
+    os._exit(3)
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(0.5)  # a task that takes a while, so the server can be stopped under it
+    return x + 1
+
+
+def huge(_: Any) -> bytes:
+    return b"x" * (512 * 1024 * 1024 + 1)
+
+
+def tree(n: int) -> Any:
+    xs = [delayed(inc)(i) for i in range(n)]
+    while len(xs) > 1:
+        xs = [delayed(add)(xs[i], xs[i + 1]) for i in range(0, len(xs), 2)]
+    return xs[0]
+
+
+@pytest.fixture
+def engine(redis_url: str) -> Iterator[daskless.Engine]:
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine:
+        yield engine
+
+
+def test_unreachable_store_names_the_url() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    start = time.monotonic()
+    with daskless.Engine(store=url, invoker="threads") as engine:
+        with pytest.raises(StoreUnavailableError, match=url):
+            engine.get({"x": 1}, "x")
+    assert time.monotonic() - start < 30
+
+
+def test_store_killed_mid_run() -> None:
+    server = RedisServer(port=free_port())
+    server.start()
+    try:
+        with daskless.Engine(store=server.url, invoker="processes", workers=2) as engine:
+            engine.get({"x": 1}, "x")
+            threading.Timer(0.5, server.stop).start()
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailableError, match="127.0.0.1"):
+                dask.compute([delayed(slow_inc)(i) for i in range(40)], scheduler=engine.get)
+            assert time.monotonic() - start < 60
+    finally:
+        server.stop()
+
+
+def test_worker_dying_mid_task_is_reported_and_replaced(engine: daskless.Engine) -> None:
+    engine.get({"x": 1}, "x")
+    (resources,) = engine._resources.values()
+    before = set(resources.invoker.pids())  # type: ignore[attr-defined]
+    start = time.monotonic()
+    with pytest.raises(WorkerLostError, match="exited with code 3"):
+        engine.get({"x": 1, "y": (die, "x")}, "y")
+    assert time.monotonic() - start < 60
+    assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2
+    after = set(resources.invoker.pids())  # type: ignore[attr-defined]
+    assert len(after) == 2 and after != before
+
+
+def test_result_above_the_store_limit_names_the_key(engine: daskless.Engine) -> None:
+    with pytest.raises(SerializationError, match="'big'.*above the store's limit"):
+        engine.get({"x": 1, "big": (huge, "x")}, "big")
+
+
+def test_eight_threads_at_once_leave_no_keys(engine: daskless.Engine, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    engine.get({"x": 1}, "x")
+    before = client.dbsize()
+    results: dict[int, Any] = {}
+
+    def work(i: int) -> None:
+        results[i] = dask.compute(tree(64), delayed(inc)(i), scheduler=engine.get)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: (sum(range(1, 65)), i + 1) for i in range(8)}
+    assert client.dbsize() == before
+
+
+CLIENT = """
+import sys, dask, daskless
+from dask import delayed
+from operator import add
+factor = int(sys.argv[2])
+xs = [delayed(lambda i: i * factor)(i) for i in range(256)]
+while len(xs) > 1:
+    xs = [delayed(add)(xs[i], xs[i + 1]) for i in range(0, len(xs), 2)]
+with daskless.Engine(store=sys.argv[1], invoker="processes", workers=1) as engine:
+    print(dask.compute(xs[0], scheduler=engine.get)[0])
+"""
+
+
+def test_two_client_processes_share_one_redis(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    before = client.dbsize()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CLIENT, redis_url, str(m)],
+                         stdout=subprocess.PIPE, text=True)
+        for m in (1, 2)
+    ]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outputs == [str(sum(range(256))), str(2 * sum(range(256)))]
+    assert client.dbsize() == before

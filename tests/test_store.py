@@ -1,0 +1,107 @@
+"""One test suite for every ``Store``: the in-memory twin and Redis must behave alike."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from worker_runtime import keys
+from worker_runtime.errors import RunGoneError, StoreUnavailableError
+from worker_runtime.redis_server import free_port
+from worker_runtime.store.base import Mark, Store
+from worker_runtime.store.memory import MemoryStore
+from worker_runtime.store.redis_store import RedisStore
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    redis_store = RedisStore(request.getfixturevalue("redis_url"))
+    yield redis_store
+    redis_store.close()
+
+
+def test_spec_round_trip_and_gone(store: Store) -> None:
+    store.create_run("r1", {0: b"spec0", 3: b"spec3"}, ttl_s=60)
+    assert store.load_spec("r1", 3) == b"spec3"
+    store.delete_run("r1")
+    with pytest.raises(RunGoneError):
+        store.load_spec("r1", 0)
+
+
+def test_marks_are_idempotent_and_report_completion_once(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    assert store.deliver("r", marks=[Mark(7, 1, 3)]) == []
+    assert store.deliver("r", marks=[Mark(7, 1, 3)]) == []  # re-delivered edge: not counted
+    assert store.deliver("r", marks=[Mark(7, 2, 3), Mark(8, 2, 1)]) == [8]
+    assert store.deliver("r", marks=[Mark(7, 3, 3)]) == [7]
+    assert store.deliver("r", marks=[Mark(7, 3, 3), Mark(7, 1, 3)]) == []
+
+
+def test_outputs_events_and_persisted_data(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.deliver("r", outputs={1: b"one"}, events=[("fin", 1)], persisted={"p": b"kept"},
+                  persist_ttl_ms=60_000)
+    assert store.fetch("r", [1, 2]) == [b"one", None]
+    cursor, events = store.read_events("r", "0", timeout_s=1)
+    assert ("fin", 1) in events
+    assert store.read_events("r", cursor, timeout_s=0.05)[1] == []
+    assert store.fetch_persisted(["p", "q"]) == [b"kept", None]
+    assert store.missing_persisted(["p", "q"]) == {"q"}
+    store.delete_run("r")
+    assert store.fetch_persisted(["p"]) == [b"kept"]  # persisted data outlives the run
+    store.delete_persisted(["p"])
+    assert store.missing_persisted(["p"]) == {"p"}
+
+
+def test_writes_after_delete_are_refused_and_leave_nothing(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.delete_run("r")
+    with pytest.raises(RunGoneError):
+        store.deliver("r", outputs={1: b"x"}, marks=[Mark(2, 1, 2)], events=[("fin", 1)])
+    with pytest.raises(RunGoneError):
+        store.push_invocations("r", "q", [b"inv"])
+    assert store.pop_invocation("q", timeout_s=0.05) is None
+
+
+def test_blocking_event_read_wakes_on_delivery(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    cursor, _ = store.read_events("r", "0", timeout_s=0.05)
+    timer = threading.Timer(0.2, lambda: store.deliver("r", events=[("fin", 5)]))
+    timer.start()
+    start = time.monotonic()
+    _, events = store.read_events("r", cursor, timeout_s=5)
+    assert events == [("fin", 5)]
+    assert time.monotonic() - start < 4
+
+
+def test_invocation_queue(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.push_invocations("r", "q", [b"a", b"b"])
+    assert store.pop_invocation("q", timeout_s=1) == b"a"
+    assert store.pop_invocation("q", timeout_s=1) == b"b"
+
+
+def test_every_run_key_has_a_ttl_and_is_deleted(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    store.create_run("r", {0: b"s"}, ttl_s=30)
+    client = store.client
+    for name in keys.run_keys("r"):
+        assert 0 < client.pttl(name) <= 30_000, name
+    store.deliver("r", outputs={1: b"v"}, marks=[Mark(2, 1, 2)], events=[("x",)])
+    store.delete_run("r")
+    assert client.dbsize() == 0
+
+
+def test_unreachable_redis_is_a_named_error_and_fast() -> None:
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as info:
+        RedisStore(url, connect_timeout_s=1).ping()
+    assert time.monotonic() - start < 10
+    assert "127.0.0.1" in str(info.value) and "secret" not in str(info.value)
