@@ -11,14 +11,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker_runtime.redis_server import RedisServer
-
 from daskless.config import Backend
 from worker_runtime.blobs import shared_memory_dir
 from worker_runtime.context import Invoker
 from worker_runtime.errors import ConfigurationError
 from worker_runtime.invokers.processes import LostCallback, ProcessPool
 from worker_runtime.invokers.threads import ThreadInvoker
+from worker_runtime.redis_server import RedisServer
 from worker_runtime.store.base import Store
 from worker_runtime.store.memory import MemoryStore
 from worker_runtime.store.redis_store import RedisStore

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import contextlib
 import threading
 import uuid
 import weakref

@@ -4,8 +4,6 @@ A task's own exception is not wrapped: it reaches the caller as its original typ
 remote traceback in its message.
 """
 
-from worker_runtime.redis_server import RedisServerNotFound
-
 from scheduler.errors import CycleError, DasklessError, GraphError, MissingDependencyError
 from worker_runtime.errors import (
     ConfigurationError,
@@ -16,6 +14,7 @@ from worker_runtime.errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
+from worker_runtime.redis_server import RedisServerNotFound
 
 __all__ = [
     "ConfigurationError",

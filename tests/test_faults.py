@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -54,9 +55,8 @@ def engine(redis_url: str) -> Iterator[daskless.Engine]:
 def test_unreachable_store_names_the_url() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     start = time.monotonic()
-    with daskless.Engine(store=url, invoker="threads") as engine:
-        with pytest.raises(StoreUnavailableError, match=url):
-            engine.get({"x": 1}, "x")
+    with pytest.raises(StoreUnavailableError, match=re.escape(url)):
+        daskless.Engine(store=url, invoker="threads").get({"x": 1}, "x")
     assert time.monotonic() - start < 30
 
 
@@ -68,7 +68,7 @@ def test_store_killed_mid_run() -> None:
             engine.get({"x": 1}, "x")
             threading.Timer(0.5, server.stop).start()
             start = time.monotonic()
-            with pytest.raises(StoreUnavailableError, match="127.0.0.1"):
+            with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1"):
                 dask.compute([delayed(slow_inc)(i) for i in range(40)], scheduler=engine.get)
             assert time.monotonic() - start < 60
     finally:
@@ -89,7 +89,7 @@ def test_worker_dying_mid_task_is_reported_and_replaced(engine: daskless.Engine)
 
 
 def test_result_above_the_store_limit_names_the_key(engine: daskless.Engine) -> None:
-    with pytest.raises(SerializationError, match="'big'.*above the store's limit"):
+    with pytest.raises(SerializationError, match=r"'big'.*above the store's limit"):
         engine.get({"x": 1, "big": (huge, "x")}, "big")
 
 

@@ -9,6 +9,7 @@ the client is gone and the worker exits, so a killed client leaves nothing behin
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from worker_runtime.context import WorkerContext
 from worker_runtime.errors import StoreUnavailableError
@@ -49,11 +51,21 @@ def _exit_when_stdin_closes() -> None:
     threading.Thread(target=watch, name="daskless-parent-watch", daemon=True).start()
 
 
+def _nested_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """``scheduler="daskless"`` inside a task: the client package is loaded only then."""
+    return importlib.import_module("daskless").get(dsk, keys, **kwargs)
+
+
 def _configure_nested_computes(store_url: str, settings: Mapping[str, object]) -> None:
-    """A compute inside a task reuses this store with thread workers instead of a new pool."""
-    import dask
+    """A compute inside a task reuses this store with thread workers instead of a new pool.
+
+    The worker runtime does not depend on the client package; a task that names the
+    ``"daskless"`` scheduler gets it resolved by name when (and only if) it asks.
+    """
+    import dask.base
 
     dask.config.set({"daskless.store": store_url, "daskless.invoker": "threads", **settings})
+    dask.base.named_schedulers.setdefault("daskless", _nested_get)
 
 
 def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:

@@ -151,7 +151,7 @@ def test_external_keys_are_not_missing() -> None:
 
 def test_node_stored_under_another_key_is_rejected() -> None:
     dag = DAG({"a": Node("b", None, ())})
-    with pytest.raises(GraphError, match="'b'.*'a'"):
+    with pytest.raises(GraphError, match=r"'b'.*'a'"):
         validate(dag)
 
 

@@ -1,0 +1,237 @@
+"""Run dask's installed test modules once per configuration, each in its own pytest process.
+
+A configuration is a target ``get`` (``module:attr``) plus extra ``dask.config`` settings. For
+each one the runner starts ``python -m pytest`` on the installed dask test modules with:
+
+* ``-c tests/dask_compat/pytest.ini`` and ``--rootdir``/``--confcutdir`` at the directory that
+  holds the dask package, so only that ini file and dask's own ``conftest.py`` files apply and
+  node ids read ``dask/bag/tests/test_bag.py::...`` whatever the environment;
+* ``-p tests.dask_compat.force_scheduler``, the plugin that forces the target; it reads the
+  target, the settings and the call-count file from environment variables, which xdist workers
+  inherit; the repository root is put on ``PYTHONPATH`` so workers (and any processes the
+  target starts) can import the plugin and the project;
+* ``-n`` xdist workers, a per-test ``--timeout`` (pytest-timeout) and ``--junitxml``.
+
+The pytest process runs in a scratch directory (some dask tests write into the working
+directory) in its own session, and the whole process group is killed if the run exceeds the
+session timeout, so nothing can hang the runner. Each run leaves ``pytest.log``,
+``junit.xml`` and ``counts.jsonl`` in its artifacts directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.dask_compat import ENV_CONFIG, ENV_COUNT_FILE, ENV_TARGET, ENV_TARGETS, SYNC_TARGET
+from tests.dask_compat.junit import count_statuses, read_statuses
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent.parent
+INI_FILE = PACKAGE_DIR / "pytest.ini"
+PLUGIN = "tests.dask_compat.force_scheduler"
+
+BASELINE = "sync"
+DEFAULT_MODULES = (
+    "dask/tests/test_delayed.py",
+    "dask/array/tests/test_reductions.py",
+    "dask/bag/tests/test_bag.py",
+)
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One way of running the modules: a target ``get`` and extra dask config."""
+
+    name: str
+    target: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_CONFIGURATIONS = (
+    Configuration(BASELINE, SYNC_TARGET),
+    Configuration(
+        "memory", "daskless:get", {"daskless.store": "memory", "daskless.invoker": "threads"}
+    ),
+    Configuration("default", "daskless:get"),
+)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What is the same for every configuration of one invocation."""
+
+    modules: tuple[str, ...]
+    workers: int
+    timeout: int
+    session_timeout: int
+    artifacts: Path
+
+
+@dataclass
+class Outcome:
+    """The result of running the modules under one configuration."""
+
+    configuration: Configuration
+    counts: dict[str, int]
+    statuses: dict[str, str]
+    calls: int
+    reforced: int
+    seconds: float
+    returncode: int
+    log: Path
+    summary: str
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_configuration(entry: object) -> Configuration:
+    """One entry of DASKLESS_COMPAT_TARGETS: ``{"name", "target", "config"?}``."""
+    if not isinstance(entry, dict) or not {"name", "target"} <= entry.keys():
+        raise ValueError(f"{ENV_TARGETS}: each entry needs 'name' and 'target': {entry!r}")
+    config = entry.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{ENV_TARGETS}: 'config' must be an object: {entry!r}")
+    return Configuration(str(entry["name"]), str(entry["target"]), config)
+
+
+def configurations_from_env() -> tuple[Configuration, ...]:
+    """The configurations to run: the defaults, or DASKLESS_COMPAT_TARGETS if set.
+
+    An override without an entry named ``sync`` gets the default sync baseline put first.
+    """
+    raw = os.environ.get(ENV_TARGETS, "").strip()
+    if not raw:
+        return DEFAULT_CONFIGURATIONS
+    entries = json.loads(raw)
+    if not isinstance(entries, list):
+        raise ValueError(f"{ENV_TARGETS} must hold a JSON list, got {raw!r}")
+    configurations = [parse_configuration(entry) for entry in entries]
+    if all(c.name != BASELINE for c in configurations):
+        configurations.insert(0, DEFAULT_CONFIGURATIONS[0])
+    return tuple(configurations)
+
+
+def dask_root() -> Path:
+    """The directory holding the installed ``dask`` package (site-packages, usually)."""
+    import dask
+
+    return Path(dask.__file__).resolve().parent.parent
+
+
+def resolve_module(spec: str, root: Path) -> str:
+    """An absolute path (keeping any ``::node`` suffix) for a module given relative to root."""
+    path, sep, node = spec.partition("::")
+    absolute = Path(path) if Path(path).is_absolute() else root / path
+    if not absolute.exists():
+        raise FileNotFoundError(f"no such dask test module: {absolute}")
+    return f"{absolute}{sep}{node}"
+
+
+def pytest_command(settings: RunSettings, xml: Path) -> list[str]:
+    root = dask_root()
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        *(resolve_module(module, root) for module in settings.modules),
+        "-c",
+        str(INI_FILE),
+        f"--rootdir={root}",
+        f"--confcutdir={root}",
+        "-p",
+        PLUGIN,
+        f"--numprocesses={settings.workers}",
+        f"--timeout={settings.timeout}",
+        f"--junitxml={xml}",
+        "-o",
+        "junit_family=xunit1",
+        "-q",
+        "--tb=short",
+        "-rfE",
+    ]
+
+
+def pytest_env(configuration: Configuration, count_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_TARGET] = configuration.target
+    env[ENV_CONFIG] = json.dumps(configuration.config)
+    env[ENV_COUNT_FILE] = str(count_file)
+    path = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    return env
+
+
+def run_process(command: list[str], env: dict[str, str], workdir: Path, limit: int) -> int:
+    """Run ``command`` with output to ``workdir/pytest.log``; kill its group after ``limit`` s.
+
+    Returns the exit status, or -9 if the run was killed for taking too long.
+    """
+    scratch = workdir / "cwd"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with (workdir / "pytest.log").open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            return proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return -9
+
+
+def read_counts(count_file: Path) -> tuple[int, int]:
+    """Total forced ``get`` calls and re-forcings over all pytest processes."""
+    if not count_file.exists():
+        return 0, 0
+    records = [json.loads(line) for line in count_file.read_text().splitlines() if line]
+    return sum(r["calls"] for r in records), sum(r["reforced"] for r in records)
+
+
+def closing_line(log: Path) -> str:
+    """pytest's last non-empty output line (its summary), for display."""
+    lines = [line.strip("= ") for line in log.read_text(errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "(no output)")
+
+
+def run_configuration(configuration: Configuration, settings: RunSettings) -> Outcome:
+    """Run the modules under one configuration and collect what happened."""
+    workdir = settings.artifacts / configuration.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    xml, count_file = workdir / "junit.xml", workdir / "counts.jsonl"
+    for stale in (xml, count_file):
+        stale.unlink(missing_ok=True)
+    env = pytest_env(configuration, count_file)
+    started = time.monotonic()
+    returncode = run_process(pytest_command(settings, xml), env, workdir, settings.session_timeout)
+    seconds = time.monotonic() - started
+    statuses = read_statuses(xml) if xml.exists() else {}
+    calls, reforced = read_counts(count_file)
+    log = workdir / "pytest.log"
+    outcome = Outcome(
+        configuration, count_statuses(statuses), statuses, calls, reforced, seconds,
+        returncode, log, closing_line(log),
+    )  # fmt: skip
+    outcome.problems.extend(run_problems(outcome, settings))
+    return outcome
+
+
+def run_problems(outcome: Outcome, settings: RunSettings) -> list[str]:
+    """What makes a single run unusable, independent of any comparison."""
+    name = outcome.configuration.name
+    problems = []
+    if outcome.returncode == -9:
+        problems.append(f"{name}: killed after the session timeout of {settings.session_timeout}s")
+    if not outcome.statuses:
+        problems.append(f"{name}: no test results (pytest exit {outcome.returncode})")
+    if outcome.calls == 0:
+        problems.append(f"{name}: the forced get was never called (forcing did not work)")
+    return problems
