@@ -84,8 +84,8 @@ def make_plan(
     ids = {k: i for i, k in enumerate(keys)}
     specs = _specs(run_id, dag, parts, ids, set(wanted), options)
     entries = {
-        p: tuple(ids[k] for k in part if not _in_graph_deps(dag, k))
-        for p, part in enumerate(parts.parts)
+        p: tuple(t.id for t in specs[p].tasks.values() if not t.deps)
+        for p in range(len(parts.parts))
     }
     return Plan(dag, ids, keys, parts, specs, {p: e for p, e in entries.items() if e},
                 wanted_external)
@@ -106,26 +106,29 @@ def _specs(
 ) -> dict[int, SubDAG]:
     nodes, assignment, local = dag.nodes, parts.assignment, parts.local
     dependents = dag.dependents()
-    n_deps = {k: len(_in_graph_deps(dag, k)) for k in nodes}
+    in_graph = {k: _in_graph_deps(dag, k) for k in nodes}
+    # One Successor per task, shared by all its producers.
+    successor = {
+        k: Successor(ids[k], assignment[k], len(in_graph[k]), k in local) for k in nodes
+    }
     specs: dict[int, SubDAG] = {}
     for p, part in enumerate(parts.parts):
         tasks: dict[int, TaskInfo] = {}
         for key in part:
-            deps = _in_graph_deps(dag, key)
+            deps = in_graph[key]
+            node = nodes[key]
             tasks[ids[key]] = TaskInfo(
-                id=ids[key],
-                key=key,
-                node=nodes[key].payload,
-                deps=tuple(ids[d] for d in deps),
-                dep_keys=deps,
-                external=tuple(d for d in nodes[key].dependencies if d not in nodes),
-                successors=tuple(
-                    Successor(ids[s], assignment[s], n_deps[s], s in local)
-                    for s in dependents[key]
-                ),
-                partition=p,
-                local=key in local,
-                wanted=key in wanted,
+                ids[key],
+                key,
+                node.payload,
+                tuple([ids[d] for d in deps]),
+                deps,
+                tuple([d for d in node.dependencies if d not in nodes])
+                if len(deps) != len(node.dependencies) else (),
+                tuple([successor[s] for s in dependents[key]]),
+                p,
+                key in local,
+                key in wanted,
             )
         specs[p] = SubDAG(run_id, p, tasks, options)
     return specs

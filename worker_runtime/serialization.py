@@ -1,7 +1,8 @@
 """Serialization of tasks, outputs and events.
 
-cloudpickle is used throughout: graphs carry lambdas and functions defined in ``__main__``, which
-plain pickle would send by reference and a worker process could not import. Outputs are checked
+Plain pickle is tried first (it is about twice as fast on large graphs); cloudpickle takes over
+when plain pickle fails (lambdas, local functions) or when the result refers to ``__main__``,
+whose functions plain pickle sends by reference and a worker process could not import. Outputs are checked
 against the store's largest value so that an oversized result fails with the task's key instead
 of a store protocol error.
 """
@@ -21,7 +22,13 @@ MAX_VALUE_BYTES = 512 * 1024 * 1024
 
 def dumps(obj: object) -> bytes:
     """Serialize anything a graph may hold."""
-    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    if b"__main__" in data:
+        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    return data
 
 
 def loads(data: bytes) -> object:
