@@ -34,16 +34,20 @@ class Resources:
     workers: int
     closers: list[Callable[[], None]] = field(default_factory=list)
     blob_dir: str | None = None
+    server: RedisServer | None = None
 
     def close(self) -> None:
         while self.closers:
             self.closers.pop()()
 
 
-def open_store(name: str, resources_closers: list[Callable[[], None]]) -> Store:
-    """The store a setting names; whatever is started is registered for closing."""
+def open_store(
+    name: str, resources_closers: list[Callable[[], None]]
+) -> tuple[Store, RedisServer | None]:
+    """The store a setting names (and the server started for it); closers are registered."""
     if name == "memory":
-        return MemoryStore()
+        return MemoryStore(), None
+    server = None
     if name == "embedded":
         server = RedisServer()
         server.start()
@@ -57,7 +61,7 @@ def open_store(name: str, resources_closers: list[Callable[[], None]]) -> Store:
     store = RedisStore(name)
     resources_closers.append(store.close)
     store.ping()
-    return store
+    return store, server
 
 
 def open_invoker(
@@ -82,7 +86,7 @@ def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resou
     """Start the store, then the invoker, of a backend."""
     closers: list[Callable[[], None]] = []
     try:
-        store = open_store(backend.store, closers)
+        store, server = open_store(backend.store, closers)
         invoker, close_invoker = open_invoker(
             backend.invoker, store, backend.workers, lambda w, r: on_lost(store, w, r)
         )
@@ -96,4 +100,4 @@ def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resou
         # Thread and process workers share this machine: large outputs skip Redis.
         blob_dir = shared_memory_dir()
         closers.insert(0, functools.partial(shutil.rmtree, blob_dir, ignore_errors=True))
-    return Resources(store, invoker, backend.workers, closers, blob_dir)
+    return Resources(store, invoker, backend.workers, closers, blob_dir, server)

@@ -46,30 +46,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.dask_compat import ENV_CONFIG, ENV_COUNT_FILE, ENV_QUICK, ENV_TARGET, SYNC_TARGET
+from tests.dask_compat import (
+    DESELECTED,
+    ENV_CONFIG,
+    ENV_COUNT_FILE,
+    ENV_TARGET,
+    SYNC_TARGET,
+    quick_limit,
+)
 
 if TYPE_CHECKING:
     from dask.typing import Graph, Key, SchedulerGetCallable
 
 # Must run before dask's test modules import these helpers; dask's root conftest does the same.
 pytest.register_assert_rewrite("dask.array.utils", "dask.dataframe.utils", "dask.bag.utils")
-
-#: Tests deselected by design, by node id relative to the dask package's parent directory
-#: (a key without ``[...]`` covers every parametrization). Only tests asserting *which*
-#: scheduler dask chooses belong here: under forcing they fail for every target alike.
-#: None of the default modules (test_delayed, test_reductions, test_bag) has such a test; the
-#: entries below are for ``--modules dask/tests/test_base.py``.
-DESELECTED: dict[str, str] = {
-    "dask/tests/test_base.py::test_get_scheduler": (
-        "asserts get_scheduler() is None and which function each scheduler name maps to"
-    ),
-    "dask/tests/test_base.py::test_compute_array_bag": (
-        "asserts compute() refuses collections with differing default schedulers"
-    ),
-    "dask/tests/test_base.py::test_persist_array_bag": (
-        "asserts persist() refuses collections with differing default schedulers"
-    ),
-}
 
 #: Aliases rebound even if a dask version stops defining them.
 STANDARD_NAMES = (
@@ -206,11 +196,6 @@ def is_deselected(nodeid: str) -> str | None:
         if nodeid.endswith(key) or base.endswith(key):
             return reason
     return None
-
-
-def quick_limit() -> int:
-    raw = os.environ.get(ENV_QUICK, "").strip()
-    return int(raw) if raw else 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -177,9 +177,14 @@ def run_process(command: list[str], env: dict[str, str], workdir: Path, limit: i
     scratch.mkdir(parents=True, exist_ok=True)
     with (workdir / "pytest.log").open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            command, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            command,
+            cwd=scratch,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             return proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -217,9 +222,16 @@ def run_configuration(configuration: Configuration, settings: RunSettings) -> Ou
     calls, reforced = read_counts(count_file)
     log = workdir / "pytest.log"
     outcome = Outcome(
-        configuration, count_statuses(statuses), statuses, calls, reforced, seconds,
-        returncode, log, closing_line(log),
-    )  # fmt: skip
+        configuration,
+        count_statuses(statuses),
+        statuses,
+        calls,
+        reforced,
+        seconds,
+        returncode,
+        log,
+        closing_line(log),
+    )
     outcome.problems.extend(run_problems(outcome, settings))
     return outcome
 

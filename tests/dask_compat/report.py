@@ -1,0 +1,165 @@
+"""Compare the runs against the sync baseline, print the table and write ``last_run.json``.
+
+The baseline is dask's synchronous scheduler forced through the same plugin, so every
+difference between it and a daskless configuration is due to the target ``get`` alone. A
+configuration fails the comparison when it passes more than ``tolerance`` fewer tests than
+the baseline; the per-test diagnostic lists every test that passed under the baseline and
+did not pass under the configuration, with its new status.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from tests.dask_compat.runner import BASELINE, Outcome, RunSettings
+
+COLUMNS = (
+    ("configuration", 14),
+    ("passed", 7),
+    ("failed", 7),
+    ("errors", 7),
+    ("skipped", 8),
+    ("xfailed", 8),
+    ("forced get calls", 17),
+    ("seconds", 8),
+)
+MAX_LISTED = 200
+
+
+def table_rows(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [tuple(title for title, _ in COLUMNS)]
+    for o in outcomes:
+        c = o.counts
+        rows.append(
+            (
+                o.configuration.name,
+                str(c["passed"]),
+                str(c["failed"]),
+                str(c["error"]),
+                str(c["skipped"]),
+                str(c["xfailed"]),
+                str(o.calls),
+                f"{o.seconds:.1f}",
+            )
+        )
+    return rows
+
+
+def format_table(outcomes: list[Outcome]) -> str:
+    """A fixed-width table: name left-aligned, numbers right-aligned."""
+    lines = []
+    for row in table_rows(outcomes):
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, (_, width)) in enumerate(zip(row, COLUMNS, strict=True))
+        ]
+        lines.append("  ".join(cells))
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def regressions(baseline: Outcome, outcome: Outcome) -> dict[str, str]:
+    """Tests that passed under the baseline but not under ``outcome`` (``missing`` if absent)."""
+    return {
+        test: outcome.statuses.get(test, "missing")
+        for test, status in sorted(baseline.statuses.items())
+        if status == "passed" and outcome.statuses.get(test) != "passed"
+    }
+
+
+def fixes(baseline: Outcome, outcome: Outcome) -> list[str]:
+    """Tests that did not pass under the baseline but pass under ``outcome``."""
+    return sorted(
+        test
+        for test, status in outcome.statuses.items()
+        if status == "passed" and baseline.statuses.get(test, "passed") != "passed"
+    )
+
+
+def find_baseline(outcomes: list[Outcome]) -> Outcome | None:
+    return next((o for o in outcomes if o.configuration.name == BASELINE), None)
+
+
+def comparison_problems(outcomes: list[Outcome], tolerance: int) -> list[str]:
+    """Configurations passing more than ``tolerance`` fewer tests than the baseline."""
+    baseline = find_baseline(outcomes)
+    if baseline is None:
+        return []
+    floor = baseline.counts["passed"] - tolerance
+    return [
+        f"{o.configuration.name}: {o.counts['passed']} passed, below the baseline's "
+        f"{baseline.counts['passed']} by more than {tolerance}"
+        for o in outcomes
+        if o is not baseline and o.counts["passed"] < floor
+    ]
+
+
+def format_regressions(outcomes: list[Outcome]) -> str:
+    """The diagnostic: per configuration, tests passing under sync but not under it."""
+    baseline = find_baseline(outcomes)
+    others = [o for o in outcomes if o is not baseline]
+    if baseline is None or not others:
+        return ""
+    blocks = []
+    for o in others:
+        lost = regressions(baseline, o)
+        head = f"Passed under {BASELINE}, not under {o.configuration.name}: {len(lost)}"
+        listed = [f"  {status:8} {test}" for test, status in list(lost.items())[:MAX_LISTED]]
+        if len(lost) > MAX_LISTED:
+            listed.append(f"  ... and {len(lost) - MAX_LISTED} more (see the JSON file)")
+        blocks.append("\n".join([head, *listed]))
+    return "\n\n".join(blocks)
+
+
+def not_passing(outcome: Outcome, status: str) -> list[str]:
+    return sorted(test for test, s in outcome.statuses.items() if s == status)
+
+
+def outcome_record(outcome: Outcome, baseline: Outcome | None) -> dict[str, Any]:
+    c = outcome.configuration
+    record: dict[str, Any] = {
+        "name": c.name,
+        "target": c.target,
+        "config": c.config,
+        **outcome.counts,
+        "forced_get_calls": outcome.calls,
+        "reforced": outcome.reforced,
+        "seconds": round(outcome.seconds, 1),
+        "pytest_exit": outcome.returncode,
+        "pytest_summary": outcome.summary,
+        "log": str(outcome.log),
+        "failed_tests": not_passing(outcome, "failed"),
+        "error_tests": not_passing(outcome, "error"),
+    }
+    if baseline is not None and outcome is not baseline:
+        record["regressions"] = regressions(baseline, outcome)
+        record["fixes"] = fixes(baseline, outcome)
+    return record
+
+
+def run_record(
+    outcomes: list[Outcome], settings: RunSettings, quick: int, problems: list[str]
+) -> dict[str, Any]:
+    """Everything printed, as JSON-ready data."""
+    baseline = find_baseline(outcomes)
+    return {
+        "dask_version": version("dask"),
+        "python": platform.python_version(),
+        "modules": list(settings.modules),
+        "workers": settings.workers,
+        "timeout": settings.timeout,
+        "quick": quick or None,
+        "baseline": BASELINE if baseline is not None else None,
+        "configurations": [outcome_record(o, baseline) for o in outcomes],
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def write_json(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n", encoding="utf-8")
