@@ -2,9 +2,10 @@
 
 Plain pickle is tried first (it is about twice as fast on large graphs); cloudpickle takes over
 when plain pickle fails (lambdas, local functions) or when the result refers to ``__main__``,
-whose functions plain pickle sends by reference and a worker process could not import. Outputs are checked
-against the store's largest value so that an oversized result fails with the task's key instead
-of a store protocol error.
+whose functions plain pickle sends by reference and a worker process could not import.
+
+Outputs are checked against the store's largest value so that an oversized result fails with the
+task's key instead of a store protocol error.
 """
 
 from __future__ import annotations
