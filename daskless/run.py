@@ -98,7 +98,7 @@ class RunClient:
         ids = self.plan.ids
         inside = [k for k in keys if k in ids]
         blobs = self.store.fetch(self.run_id, [ids[k] for k in inside])
-        values = _loaded(inside, self._resolved(blobs))
+        values = self._loaded(inside, blobs)
         outside = [k for k in keys if k not in ids]
         values.update(fetch_persisted(self.store, outside))
         return values
@@ -107,15 +107,17 @@ class RunClient:
         """Inputs of a failed task that its worker left in the store (for a local rerun)."""
         info = self.plan.specs[self.plan.parts.assignment[self.plan.keys[task_id]]].tasks[task_id]
         blobs = self.store.fetch(self.run_id, list(info.deps))
-        values = _loaded(info.dep_keys, self._resolved(blobs))
+        values = self._loaded(info.dep_keys, blobs)
         values.update(fetch_persisted(self.store, list(info.external)))
         return values
 
-    def _resolved(self, blobs: list[bytes | None]) -> list[bytes | None]:
+    def _loaded(
+        self, keys: Sequence[Hashable], blobs: Sequence[bytes | None]
+    ) -> dict[Hashable, object]:
         local = open_blobs(self.plan_options.blob_dir, self.plan_options.blob_threshold)
         if local is None:
-            return blobs
-        return [None if b is None else local.resolve(b) for b in blobs]
+            return _loaded(keys, blobs)
+        return {k: local.loads(_present(k, b)) for k, b in zip(keys, blobs)}
 
     def delete(self) -> None:
         """Remove the run's keys and its large outputs."""

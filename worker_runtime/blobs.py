@@ -6,15 +6,29 @@ process pools), outputs above a size threshold are written to a run directory, p
 shared memory (``/dev/shm``), and the store keeps only a small reference to them. Marks, events
 and invocations still go through the store, so the protocol is unchanged: only where the bytes
 of a large output live differs. Deleting a run deletes its directory.
+
+Files hold a pickle (protocol 5) with its buffers out of band: array data is written once,
+straight from the array, and readers map the file copy-on-write, so arrays come back without
+being copied (and stay writable; a write copies only the touched pages).
+
+File layout: ``MAGIC``, then little-endian u64 counts and lengths: the number of buffers, the
+length of the pickle stream and of each buffer, followed by the stream and the buffers.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+import pickle
 import shutil
+import struct
 import tempfile
+from collections.abc import Hashable
+
+from worker_runtime import serialization
 
 MARKER = b"\x00daskless-blob:"
+MAGIC = b"DLB1"
 
 
 def shared_memory_dir() -> str:
@@ -34,26 +48,53 @@ class LocalBlobs:
         self.root = root
         self.threshold = threshold
 
-    def maybe_put(self, run_id: str, task_id: int, data: bytes) -> bytes:
-        """A reference to ``data`` written to a file if it is large, else ``data`` itself."""
-        if len(data) < self.threshold:
-            return data
+    def dumps(self, run_id: str, task_id: int, key: Hashable, value: object) -> bytes:
+        """A reference to a file holding ``value`` if it is large, else its usual bytes."""
+        stream, buffers = serialization.dumps_out_of_band(key, value)
+        views = [b.raw() for b in buffers]
+        size = len(stream) + sum(v.nbytes for v in views)
+        # The store's limit holds here too: a graph that runs locally must also run on a
+        # platform whose workers exchange data through the store.
+        serialization.check_size(key, size)
+        if size < self.threshold:
+            return serialization.dumps_output(key, value)
         folder = os.path.join(self.root, run_id)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, str(task_id))
+        header = struct.pack(f"<{len(views) + 2}Q", len(views), len(stream),
+                             *(v.nbytes for v in views))
         with open(path, "wb") as f:
-            f.write(data)
+            f.write(MAGIC + header)
+            f.write(stream)
+            for view in views:
+                f.write(view)
         return MARKER + path.encode()
 
-    def resolve(self, data: bytes) -> bytes:
-        """The bytes a stored value stands for."""
+    def loads(self, data: bytes) -> object:
+        """The value stored bytes stand for (inline bytes or a file reference)."""
         if not is_reference(data):
-            return data
-        path = data[len(MARKER):].decode()
+            return serialization.loads(data)
+        path = self._checked(data[len(MARKER):].decode())
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        view = memoryview(mapped)
+        if bytes(view[:4]) != MAGIC:
+            raise ValueError(f"not a daskless blob: {path}")
+        count, stream_len = struct.unpack_from("<2Q", view, 4)
+        sizes = struct.unpack_from(f"<{count}Q", view, 20)
+        offset = 20 + 8 * count
+        stream = view[offset:offset + stream_len]
+        offset += stream_len
+        buffers = []
+        for size in sizes:
+            buffers.append(view[offset:offset + size])
+            offset += size
+        return pickle.loads(stream, buffers=buffers)
+
+    def _checked(self, path: str) -> str:
         if not os.path.realpath(path).startswith(os.path.realpath(self.root) + os.sep):
             raise ValueError(f"blob reference outside {self.root}: {path}")
-        with open(path, "rb") as f:
-            return f.read()
+        return path
 
     def delete_run(self, run_id: str) -> None:
         shutil.rmtree(os.path.join(self.root, run_id), ignore_errors=True)

@@ -37,14 +37,36 @@ def loads(data: bytes) -> object:
     return pickle.loads(data)
 
 
+def dumps_out_of_band(key: Hashable, value: object) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """A pickle stream and its out-of-band buffers (array data is not copied into the stream)."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        try:
+            stream = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            if b"__main__" not in stream:
+                return stream, buffers
+        except Exception:
+            pass
+        buffers.clear()
+        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise SerializationError(key, f"{type(exc).__name__}: {exc}") from exc
+    return bytes(stream), buffers
+
+
 def dumps_output(key: Hashable, value: object, limit: int = MAX_VALUE_BYTES) -> bytes:
     """Serialize a task's output, naming the task when that is impossible or too large."""
     try:
         data = dumps(value)
     except Exception as exc:
         raise SerializationError(key, f"{type(exc).__name__}: {exc}") from exc
-    if len(data) > limit:
-        raise SerializationError(
-            key, f"{len(data)} bytes serialized, above the store's limit of {limit} bytes"
-        )
+    check_size(key, len(data), limit)
     return data
+
+
+def check_size(key: Hashable, size: int, limit: int = MAX_VALUE_BYTES) -> None:
+    """Refuse an output larger than one store value can hold, naming its task."""
+    if size > limit:
+        raise SerializationError(
+            key, f"{size} bytes serialized, above the store's limit of {limit} bytes"
+        )

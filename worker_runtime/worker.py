@@ -187,7 +187,7 @@ class Execution:
         if data is None:
             raise RunGoneError(f"input {dep} of run {self.run_id} is not in the store")
         if self.blobs is not None:
-            data = self.blobs.resolve(data)
+            return self.blobs.loads(data)
         return serialization.loads(data)
 
     # -- memory ----------------------------------------------------------------------------
@@ -231,18 +231,23 @@ class Execution:
         persisted: dict[str, bytes] = {}
         for task_id in self.outbox.outputs:
             info = self.task(task_id)
+            persist = info.wanted and self.options.persist
             try:
-                data = serialization.dumps_output(info.key, self.held[task_id])
+                if persist:
+                    persisted[key_name(info.key)] = serialization.dumps_output(
+                        info.key, self.held[task_id]
+                    )
+                if not persist or info.successors:
+                    outputs[task_id] = self._dumps(task_id, info.key)
             except SerializationError as exc:
                 self._report_failure(task_id, exc)
                 raise _Abort from exc
-            if info.wanted and self.options.persist:
-                persisted[key_name(info.key)] = data
-            if not (info.wanted and self.options.persist) or info.successors:
-                if self.blobs is not None:
-                    data = self.blobs.maybe_put(self.run_id, task_id, data)
-                outputs[task_id] = data
         return outputs, persisted
+
+    def _dumps(self, task_id: int, key: Hashable) -> bytes:
+        if self.blobs is not None:
+            return self.blobs.dumps(self.run_id, task_id, key, self.held[task_id])
+        return serialization.dumps_output(key, self.held[task_id])
 
     def _dispatch(self, handoffs: dict[int, list[int]], final: bool) -> None:
         """Continue with one handed-off group if idle, invoke workers for the others."""
