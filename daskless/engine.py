@@ -120,7 +120,7 @@ class Engine:
             self.last_run = replace(self.last_run, timeline=client.timeline)
             try:
                 client.submit()
-                client.wait()
+                client.wait(float(config.get("start-timeout")))
                 if persist:
                     self._remember_persisted(store, wanted)
                     return {}

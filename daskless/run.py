@@ -9,6 +9,7 @@ deleted before it returns.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from scheduler.errors import DasklessError
 from worker_runtime import serialization
 from worker_runtime.blobs import open_blobs
 from worker_runtime.context import Invoker
-from worker_runtime.errors import WorkerLostError
+from worker_runtime.errors import InvocationError, WorkerLostError
 from worker_runtime.keys import key_name
 from worker_runtime.protocol import Event, Invocation
 from worker_runtime.store.base import Store
@@ -54,6 +55,7 @@ class RunClient:
         self.remaining = {plan.ids[k] for k in wanted if k in plan.ids}
         self.plan_options = next(iter(plan.specs.values())).options
         self.active: Counter[str] = Counter()
+        self.started = False
         self.timeline: list[tuple[Hashable, float, float, str]] = []
 
     def submit(self) -> None:
@@ -65,13 +67,23 @@ class RunClient:
             for p, entries in self.plan.entries.items()
         ])
 
-    def wait(self) -> None:
-        """Consume events until every requested task has finished."""
+    def wait(self, start_timeout_s: float) -> None:
+        """Consume events until every requested task has finished.
+
+        If no worker has started within ``start_timeout_s`` (a platform that cannot start
+        workers), the run fails with :class:`InvocationError` instead of waiting forever.
+        """
         cursor = "0"
+        deadline = time.monotonic() + start_timeout_s
         while self.remaining:
             cursor, events = self.store.read_events(self.run_id, cursor, READ_TIMEOUT_S)
             for event in events:
                 self._on_event(event)
+            if not self.started and time.monotonic() > deadline:
+                raise InvocationError(
+                    f"no worker started on run {self.run_id} within {start_timeout_s:g} s; "
+                    "check that workers can start and reach the store"
+                )
 
     def _on_event(self, event: Event) -> None:
         kind = event[0]
@@ -85,6 +97,7 @@ class RunClient:
             _, task_id, blob, text, _worker = event
             raise TaskFailed(task_id, _rebuild_error(blob, text))
         elif kind == "start":
+            self.started = True
             self.active[event[1]] += 1
         elif kind == "done":
             self.active[event[1]] -= 1

@@ -135,3 +135,25 @@ def test_two_client_processes_share_one_redis(redis_url: str) -> None:
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outputs == [str(sum(range(256))), str(2 * sum(range(256)))]
     assert client.dbsize() == before
+
+
+class _Nowhere:
+    """An invoker whose platform never starts a worker."""
+
+    def invoke(self, invocations: Any) -> None:
+        pass
+
+
+def test_no_worker_ever_starting_is_an_invocation_error() -> None:
+    from daskless.backends import Resources
+    from daskless.exceptions import InvocationError
+    from worker_runtime.store.memory import MemoryStore
+
+    engine = daskless.Engine()
+    resources = Resources(MemoryStore(), _Nowhere(), 1)
+    engine._resources[daskless.config.Backend.from_config()] = resources
+    start = time.monotonic()
+    with dask.config.set({"daskless.start-timeout": 1}), \
+            pytest.raises(InvocationError, match="no worker started"):
+        engine.get({"x": 1}, "x")
+    assert time.monotonic() - start < 10
