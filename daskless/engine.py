@@ -37,6 +37,7 @@ from worker_runtime.invokers.threads import ThreadInvoker
 from worker_runtime.keys import key_name
 from worker_runtime.protocol import RunOptions
 from worker_runtime.store.base import Store
+from worker_runtime.store.memory import MemoryStore
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -101,7 +102,7 @@ class Engine:
     def _run(self, resources: Resources, graph: Graph, wanted: list[Hashable],
              kwargs: dict[str, Any], persist: bool) -> dict[Hashable, object]:
         run_id = uuid.uuid4().hex
-        options = self._options(kwargs, persist, resources.blob_dir)
+        options = self._options(kwargs, persist, resources)
         workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
         parallelism = int(workers or resources.workers) * int(config.get("partitions-per-worker"))
         # Tiny graphs gain nothing from more partitions than a few tasks each.
@@ -136,7 +137,7 @@ class Engine:
                     client.delete()
 
     @staticmethod
-    def _options(kwargs: dict[str, Any], persist: bool, blob_dir: str | None) -> RunOptions:
+    def _options(kwargs: dict[str, Any], persist: bool, resources: Resources) -> RunOptions:
         rerun = kwargs.get("rerun_exceptions_locally")
         if rerun is None:
             rerun = dask.config.get("rerun_exceptions_locally", False)
@@ -145,7 +146,8 @@ class Engine:
             persist_ttl_ms=int(float(config.get("persist-ttl")) * 1000),
             rerun_locally=bool(rerun),
             event_interval_s=float(config.get("event-interval")),
-            blob_dir=blob_dir,
+            by_reference=isinstance(resources.store, MemoryStore),
+            blob_dir=resources.blob_dir,
             blob_threshold=int(config.get("blob-threshold-bytes")),
         )
 

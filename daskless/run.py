@@ -10,6 +10,7 @@ deleted before it returns.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from dask.multiprocessing import remote_exception
 from daskless.callbacks import CallbackDriver
 from daskless.plan import Plan
 from scheduler.errors import DasklessError
-from worker_runtime import serialization
+from worker_runtime import references, serialization
 from worker_runtime.blobs import open_blobs
 from worker_runtime.context import Invoker
 from worker_runtime.errors import InvocationError, WorkerLostError
@@ -59,7 +60,11 @@ class RunClient:
         self.timeline: list[tuple[Hashable, float, float, str]] = []
 
     def submit(self) -> None:
-        blobs = {p: serialization.dumps(spec) for p, spec in self.plan.specs.items()}
+        if self.plan_options.by_reference:
+            blobs = {p: references.put(self.run_id, f"spec-{p}", spec)
+                     for p, spec in self.plan.specs.items()}
+        else:
+            blobs = {p: serialization.dumps(spec) for p, spec in self.plan.specs.items()}
         self.store.create_run(self.run_id, blobs, self.ttl_s)
         self.invoker.invoke([
             Invocation(self.run_id, p, entries,
@@ -96,6 +101,9 @@ class RunClient:
         elif kind == "err":
             _, task_id, blob, text, _worker = event
             raise TaskFailed(task_id, _rebuild_error(blob, text))
+        elif kind == "warn":
+            _, _task_id, category, message, filename, lineno = event
+            warnings.warn_explicit(message, category, filename, lineno)
         elif kind == "start":
             self.started = True
             self.active[event[1]] += 1
@@ -138,6 +146,7 @@ class RunClient:
         try:
             self.store.delete_run(self.run_id)
         finally:
+            references.drop_run(self.run_id)
             if local is not None:
                 local.delete_run(self.run_id)
 

@@ -70,6 +70,8 @@ class WorkerContext:
     invoker: Invoker
     worker_id: str = field(default_factory=default_worker_id)
     specs: SpecCache = field(default_factory=SpecCache)
+    # Workers in other processes record the warnings tasks raise and send them to the client.
+    forward_warnings: bool = False
 
 
 _current = threading.local()

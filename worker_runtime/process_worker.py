@@ -73,7 +73,9 @@ def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
     _configure_nested_computes(store_url, settings)
     store = RedisStore(store_url)
     store.ping()
-    context = WorkerContext(store=store, invoker=QueueInvoker(store, queue))
+    context = WorkerContext(
+        store=store, invoker=QueueInvoker(store, queue), forward_warnings=True
+    )
     print(READY_LINE, flush=True)
     backoff = 0.0
     while True:

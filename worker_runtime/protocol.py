@@ -59,6 +59,7 @@ class RunOptions:
     persist_ttl_ms: int = 0
     rerun_locally: bool = False
     event_interval_s: float = 0.02
+    by_reference: bool = False
     blob_dir: str | None = None
     blob_threshold: int = 256 * 1024
 
@@ -116,5 +117,6 @@ class Invocation:
 # ("done", worker_id, t)                           it ended the invocation
 # ("fin", task_id, t_start, t_end, worker_id)      a task finished
 # ("err", task_id, exc_bytes, traceback_text, worker_id)
+# ("warn", task_id, category, message, filename, lineno)   a task raised a warning
 # ("lost", worker_id, reason)                      the platform saw the worker die
 Event = tuple[Any, ...]

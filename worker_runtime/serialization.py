@@ -15,6 +15,7 @@ from collections.abc import Hashable
 
 import cloudpickle
 
+from worker_runtime import references
 from worker_runtime.errors import SerializationError
 
 # A Redis string (and hash value) holds at most 512 MiB.
@@ -33,7 +34,9 @@ def dumps(obj: object) -> bytes:
 
 
 def loads(data: bytes) -> object:
-    """Inverse of :func:`dumps`."""
+    """Inverse of :func:`dumps`; also resolves in-process references (see ``references``)."""
+    if references.is_reference(data):
+        return references.get(data)
     return pickle.loads(data)
 
 

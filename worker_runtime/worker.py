@@ -20,12 +20,14 @@ before any invocation that reads it.
 from __future__ import annotations
 
 import contextlib
+import pickle
 import time
 import traceback
-from collections.abc import Hashable, Iterable
+import warnings
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, NoReturn
 
-from worker_runtime import serialization
+from worker_runtime import references, serialization
 from worker_runtime.blobs import open_blobs
 from worker_runtime.context import WorkerContext, running_in
 from worker_runtime.errors import RunGoneError, SerializationError
@@ -113,7 +115,7 @@ class Execution:
         values = self._inputs(info)
         start = time.time()
         try:
-            with running_in(self.ctx):
+            with running_in(self.ctx), self._warnings_of(info):
                 value = info.node(values)
         except BaseException as exc:
             self._fail(info, values, exc)
@@ -126,6 +128,20 @@ class Execution:
         for successor in info.successors:
             self._hand_over(info, successor)
         self._release_if_unused(info.id)
+
+    @contextlib.contextmanager
+    def _warnings_of(self, info: TaskInfo) -> Iterator[None]:
+        """Record the task's warnings for the client, whose filters then decide what to do."""
+        if not self.ctx.forward_warnings:
+            yield
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for w in caught:
+            self.outbox.events.append(
+                ("warn", info.id, _picklable(w.category), str(w.message), w.filename, w.lineno)
+            )
 
     def _hand_over(self, producer: TaskInfo, successor: Successor) -> None:
         if successor.local and producer.local and successor.partition == producer.partition:
@@ -245,6 +261,12 @@ class Execution:
         return outputs, persisted
 
     def _dumps(self, task_id: int, key: Hashable) -> bytes:
+        value = self.held[task_id]
+        if self.options.by_reference:
+            if self.task(task_id).wanted:
+                # Results must be storable anywhere, even when this backend never copies them.
+                serialization.dumps_output(key, value)
+            return references.put(self.run_id, str(task_id), value)
         if self.blobs is not None:
             return self.blobs.dumps(self.run_id, task_id, key, self.held[task_id])
         return serialization.dumps_output(key, self.held[task_id])
@@ -274,7 +296,8 @@ class Execution:
         if self.options.rerun_locally:
             # The client runs the task again itself, from inputs it reads in the store.
             outputs = {
-                dep: serialization.dumps(values[key])
+                dep: references.put(self.run_id, str(dep), values[key])
+                if self.options.by_reference else serialization.dumps(values[key])
                 for dep, key in zip(info.deps, info.dep_keys)
             }
             self.ctx.store.deliver(self.run_id, outputs=outputs)
@@ -294,6 +317,14 @@ class Execution:
         with contextlib.suppress(RunGoneError):
             self.ctx.store.deliver(self.run_id, events=self.outbox.events + events)
         self.outbox.events.clear()
+
+
+def _picklable(category: type[Warning]) -> type[Warning]:
+    try:
+        pickle.dumps(category)
+    except Exception:
+        return UserWarning
+    return category
 
 
 def handle(invocation: Invocation, context: WorkerContext) -> None:

@@ -189,3 +189,14 @@ def test_run_keys_are_gone_afterwards(engine: daskless.Engine) -> None:
     before = stored_key_count(engine)
     dask.compute(tree(128), scheduler=engine.get)
     assert stored_key_count(engine) == before
+
+
+def test_task_warnings_reach_the_caller(engine: daskless.Engine) -> None:
+    import warnings
+
+    def warns(v: int) -> int:
+        warnings.warn("careful with " + str(v), RuntimeWarning, stacklevel=1)
+        return v
+
+    with pytest.warns(RuntimeWarning, match="careful with 3"):
+        assert engine.get({"x": 3, "y": (warns, "x")}, "y") == 3

@@ -136,9 +136,12 @@ def load_target(spec: str) -> SchedulerGetCallable:
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise pytest.UsageError(f"{ENV_TARGET} must look like 'module:attr', got {spec!r}")
-    obj: Any = importlib.import_module(module_name)
-    for attr in attr_path.split("."):
-        obj = getattr(obj, attr)
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for attr in attr_path.split("."):
+            obj = getattr(obj, attr)
+    except (ImportError, AttributeError) as exc:
+        raise pytest.UsageError(f"{ENV_TARGET}={spec!r} cannot be loaded: {exc!r}") from exc
     if not callable(obj):
         raise pytest.UsageError(f"{ENV_TARGET}={spec!r} is not callable")
     return obj  # type: ignore[no-any-return]

@@ -102,10 +102,15 @@ def format_regressions(outcomes: list[Outcome]) -> str:
     """The diagnostic: per configuration, tests passing under sync but not under it."""
     baseline = find_baseline(outcomes)
     others = [o for o in outcomes if o is not baseline]
-    if baseline is None or not others:
+    if not others:
         return ""
+    if baseline is None:
+        return f"No {BASELINE} baseline in this run: pass counts and tests not compared."
     blocks = []
     for o in others:
+        if not o.statuses:
+            blocks.append(f"No results for {o.configuration.name}: see {o.log}")
+            continue
         lost = regressions(baseline, o)
         head = f"Passed under {BASELINE}, not under {o.configuration.name}: {len(lost)}"
         listed = [f"  {status:8} {test}" for test, status in list(lost.items())[:MAX_LISTED]]
