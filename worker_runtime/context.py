@@ -52,6 +52,29 @@ class SpecCache:
         return spec
 
 
+class Keepalive:
+    """The originals of small outputs this worker shipped, kept for its most recent runs.
+
+    Some objects act on the world when they are garbage collected: ``partd.File()`` deletes its
+    directory, which holds data that the copies other tasks received keep appending to. A worker
+    that dropped such an original as soon as its output was stored would destroy shared data
+    mid-run. Originals of small outputs are therefore kept until ``runs`` newer runs have come;
+    large outputs (array blocks) are not kept.
+    """
+
+    def __init__(self, runs: int = 8) -> None:
+        self._runs = runs
+        self._kept: OrderedDict[str, list[object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, run_id: str, value: object) -> None:
+        with self._lock:
+            self._kept.setdefault(run_id, []).append(value)
+            self._kept.move_to_end(run_id)
+            while len(self._kept) > self._runs:
+                self._kept.popitem(last=False)
+
+
 def worker_id_for(pid: int) -> str:
     """Host and process id: what a platform monitor can tell about a dead worker too."""
     return f"{socket.gethostname()}-{pid}"
@@ -70,6 +93,7 @@ class WorkerContext:
     invoker: Invoker
     worker_id: str = field(default_factory=default_worker_id)
     specs: SpecCache = field(default_factory=SpecCache)
+    keepalive: Keepalive = field(default_factory=Keepalive)
     # Workers in other processes record the warnings tasks raise and send them to the client.
     forward_warnings: bool = False
 

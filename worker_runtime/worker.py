@@ -254,7 +254,10 @@ class Execution:
                         info.key, self.held[task_id]
                     )
                 if not persist or info.successors:
-                    outputs[task_id] = self._dumps(task_id, info.key)
+                    outputs[task_id] = data = self._dumps(task_id, info.key)
+                    # By reference the original itself is shared, and lives until the run ends.
+                    if not self.options.by_reference and len(data) < self.options.blob_threshold:
+                        self.ctx.keepalive.keep(self.run_id, self.held[task_id])
             except SerializationError as exc:
                 self._report_failure(task_id, exc)
                 raise _Abort from exc

@@ -200,3 +200,11 @@ def test_task_warnings_reach_the_caller(engine: daskless.Engine) -> None:
 
     with pytest.warns(RuntimeWarning, match="careful with 3"):
         assert engine.get({"x": 3, "y": (warns, "x")}, "y") == 3
+
+
+def test_bag_groupby_on_disk_loses_nothing(engine: daskless.Engine) -> None:
+    # partd.File() deletes its folder when the original object is collected: the worker that
+    # made it must keep it while copies elsewhere still write there.
+    b = db.from_sequence(list(range(10)) * 3, npartitions=3)
+    got = dict(b.groupby(lambda x: x, shuffle="disk").compute(scheduler=engine.get))
+    assert got == {i: [i, i, i] for i in range(10)}

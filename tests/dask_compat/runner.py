@@ -240,10 +240,11 @@ def run_problems(outcome: Outcome, settings: RunSettings) -> list[str]:
     """What makes a single run unusable, independent of any comparison."""
     name = outcome.configuration.name
     problems = []
-    if outcome.returncode == -9:
+    killed = outcome.returncode == -9
+    if killed:
         problems.append(f"{name}: killed after the session timeout of {settings.session_timeout}s")
     if not outcome.statuses:
         problems.append(f"{name}: no test results (pytest exit {outcome.returncode})")
-    if outcome.calls == 0:
+    if outcome.calls == 0 and not killed:  # a killed run never wrote its counts
         problems.append(f"{name}: the forced get was never called (forcing did not work)")
     return problems
