@@ -23,9 +23,9 @@ from scheduler.errors import DasklessError
 from worker_runtime import references, serialization
 from worker_runtime.blobs import open_blobs
 from worker_runtime.context import Invoker
-from worker_runtime.errors import InvocationError, WorkerLostError
+from worker_runtime.errors import InvocationError, SerializationError, WorkerLostError
 from worker_runtime.keys import key_name
-from worker_runtime.protocol import Event, Invocation
+from worker_runtime.protocol import Event, Invocation, SubDAG
 from worker_runtime.store.base import Store
 
 READ_TIMEOUT_S = 1.0
@@ -64,7 +64,7 @@ class RunClient:
             blobs = {p: references.put(self.run_id, f"spec-{p}", spec)
                      for p, spec in self.plan.specs.items()}
         else:
-            blobs = {p: serialization.dumps(spec) for p, spec in self.plan.specs.items()}
+            blobs = {p: _dumps_spec(spec) for p, spec in self.plan.specs.items()}
         self.store.create_run(self.run_id, blobs, self.ttl_s)
         self.invoker.invoke([
             Invocation(self.run_id, p, entries,
@@ -149,6 +149,21 @@ class RunClient:
             references.drop_run(self.run_id)
             if local is not None:
                 local.delete_run(self.run_id)
+
+
+def _dumps_spec(spec: SubDAG) -> bytes:
+    """A serialized sub-DAG; if that fails, name the first task that cannot be sent."""
+    try:
+        return serialization.dumps(spec)
+    except Exception as exc:
+        for info in spec.tasks.values():
+            try:
+                serialization.dumps(info.node)
+            except Exception as task_exc:
+                raise SerializationError(
+                    info.key, f"{type(task_exc).__name__}: {task_exc}", what="task"
+                ) from task_exc
+        raise SerializationError(f"partition {spec.partition}", str(exc), what="sub-DAG") from exc
 
 
 def fetch_persisted(store: Store, keys: Sequence[Hashable]) -> dict[Hashable, object]:

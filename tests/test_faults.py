@@ -157,3 +157,9 @@ def test_no_worker_ever_starting_is_an_invocation_error() -> None:
             pytest.raises(InvocationError, match="no worker started"):
         engine.get({"x": 1}, "x")
     assert time.monotonic() - start < 10
+
+
+def test_unpicklable_task_names_it(engine: daskless.Engine) -> None:
+    gen = (i for i in range(3))
+    with pytest.raises(SerializationError, match=r"task 'g' cannot be sent to workers"):
+        engine.get({"g": (list, gen)}, "g")

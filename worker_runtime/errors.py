@@ -40,13 +40,15 @@ class InvocationError(DasklessError):
 class SerializationError(DasklessError):
     """A task, input or result could not be serialized; the message names the key."""
 
-    def __init__(self, key: object, reason: str) -> None:
-        super().__init__(f"result of task {key!r} cannot be stored: {reason}")
+    def __init__(self, key: object, reason: str, what: str = "result of task") -> None:
+        verb = "stored" if what.startswith("result") else "sent to workers"
+        super().__init__(f"{what} {key!r} cannot be {verb}: {reason}")
         self.key = key
         self.reason = reason
+        self.what = what
 
-    def __reduce__(self) -> tuple[type, tuple[object, str]]:
-        return (type(self), (self.key, self.reason))
+    def __reduce__(self) -> tuple[type, tuple[object, str, str]]:
+        return (type(self), (self.key, self.reason, self.what))
 
 
 class ConfigurationError(DasklessError, ValueError):
