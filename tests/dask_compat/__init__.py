@@ -56,3 +56,22 @@ def quick_limit() -> int:
     """N from DASKLESS_COMPAT_QUICK, or 0 when it is unset (keep every test)."""
     raw = os.environ.get(ENV_QUICK, "").strip()
     return int(raw) if raw else 0
+
+
+#: Tests that depend on objects never leaving the caller's process. A configuration whose
+#: workers are separate processes (``isolated``) may fail these, and only these, for the stated
+#: reason; dask's own process-based scheduler shares the limitation. Node ids as above.
+PROCESS_ISOLATION = {
+    "dask/tests/test_delayed.py::test_traverse_false":
+        "asserts that compute() returns the very object in the graph (`is`)",
+    "dask/tests/test_delayed.py::test_callable_obj":
+        "asserts that compute() returns the very callable object in the graph (`is`)",
+    "dask/bag/tests/test_bag.py::test_bag_with_single_callable":
+        "compares a lambda in the result with the original by identity",
+    "dask/bag/tests/test_bag.py::test_repartition_partition_size_complex_dtypes":
+        "list equality of numpy arrays only holds when the elements are the same objects",
+    "dask/bag/tests/test_bag.py::test_to_delayed_optimize_graph":
+        "counts calls through a closure variable that a worker process cannot update",
+    "dask/bag/tests/test_bag.py::test_reductions_are_lazy":
+        "the graph holds a generator, which cannot be sent to another process",
+}

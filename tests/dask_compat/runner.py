@@ -53,6 +53,8 @@ class Configuration:
     name: str
     target: str
     config: dict[str, Any] = field(default_factory=dict)
+    #: Workers run in other processes: ``PROCESS_ISOLATION`` failures are excused.
+    isolated: bool = False
 
 
 DEFAULT_CONFIGURATIONS = (
@@ -60,7 +62,7 @@ DEFAULT_CONFIGURATIONS = (
     Configuration(
         "memory", "daskless:get", {"daskless.store": "memory", "daskless.invoker": "threads"}
     ),
-    Configuration("default", "daskless:get"),
+    Configuration("default", "daskless:get", isolated=True),
 )
 
 
