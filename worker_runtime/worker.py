@@ -28,7 +28,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, NoReturn
 
 from worker_runtime import references, serialization
-from worker_runtime.blobs import open_blobs
+from worker_runtime.blobs import is_reference, open_blobs
 from worker_runtime.context import WorkerContext, running_in
 from worker_runtime.errors import RunGoneError, SerializationError
 from worker_runtime.keys import key_name
@@ -256,7 +256,9 @@ class Execution:
                 if not persist or info.successors:
                     outputs[task_id] = data = self._dumps(task_id, info.key)
                     # By reference the original itself is shared, and lives until the run ends.
-                    if not self.options.by_reference and len(data) < self.options.blob_threshold:
+                    # Large outputs went to the blob tier (``data`` is then a file reference).
+                    small = len(data) < self.options.blob_threshold and not is_reference(data)
+                    if small and not self.options.by_reference:
                         self.ctx.keepalive.keep(self.run_id, self.held[task_id])
             except SerializationError as exc:
                 self._report_failure(task_id, exc)
