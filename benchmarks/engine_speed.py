@@ -63,8 +63,8 @@ def distributed_tree(repeat: int) -> float:
     collection = workflows.tree_delayed()
     with LocalCluster(processes=False, n_workers=1, threads_per_worker=2) as cluster, \
             Client(cluster) as client:
-        timed(collection, client.get)
-        return statistics.median(timed(collection, client.get) for _ in range(repeat))
+        timed(collection, client)
+        return statistics.median(timed(collection, client) for _ in range(repeat))
 
 
 def main() -> None:
