@@ -115,6 +115,11 @@ def write(report: dict[str, Any]) -> None:
     lines += [f"| {r['workload']} | {r['daskless_s']:.3f} | {r['threads_s']:.3f} | "
               f"{r['ratio']:.2f} | {r['target']} | {'yes' if r['met'] else 'no'} |"
               for r in report["rows"]]
+    if "distributed_tree_s" in report:
+        dist = report["distributed_tree_s"]
+        ours = next(r["daskless_s"] for r in report["rows"] if r["workload"] == "tree-4096-delayed")
+        lines += ["", f"tree-4096-delayed on distributed `LocalCluster(processes=False)`: "
+                      f"{dist:.3f} s, {dist / ours:.0f}x the daskless time."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {stem}.json and {stem}.md")
 
