@@ -148,7 +148,7 @@ class RunClient:
         finally:
             references.drop_run(self.run_id)
             if local is not None:
-                local.delete_run(self.run_id)
+                local.delete_run(self.run_id, wait=False)
 
 
 def _dumps_spec(spec: SubDAG) -> bytes:

@@ -23,6 +23,7 @@ import pickle
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Hashable
 
 from worker_runtime import serialization
@@ -96,8 +97,17 @@ class LocalBlobs:
             raise ValueError(f"blob reference outside {self.root}: {path}")
         return path
 
-    def delete_run(self, run_id: str) -> None:
-        shutil.rmtree(os.path.join(self.root, run_id), ignore_errors=True)
+    def delete_run(self, run_id: str, wait: bool = True) -> None:
+        """Remove a run's files; without ``wait`` in the background (freeing hundreds of MB
+        of shared memory takes a while, and nobody needs to wait for it)."""
+        folder = os.path.join(self.root, run_id)
+        if wait:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        threading.Thread(
+            target=shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
+            name="daskless-blob-cleanup", daemon=True,
+        ).start()
 
 
 def open_blobs(root: str | None, threshold: int) -> LocalBlobs | None:
