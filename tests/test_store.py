@@ -76,6 +76,7 @@ def test_blocking_event_read_wakes_on_delivery(store: Store) -> None:
     timer.start()
     start = time.monotonic()
     _, events = store.read_events("r", cursor, timeout_s=5)
+    timer.join()
     assert events == [("fin", 5)]
     assert time.monotonic() - start < 4
 
