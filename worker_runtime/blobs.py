@@ -58,7 +58,8 @@ class LocalBlobs:
         # platform whose workers exchange data through the store.
         serialization.check_size(key, size)
         if size < self.threshold:
-            return serialization.dumps_output(key, value)
+            # Without out-of-band buffers the stream already is the ordinary pickle.
+            return stream if not views else serialization.dumps_output(key, value)
         folder = os.path.join(self.root, run_id)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, str(task_id))

@@ -22,15 +22,28 @@ from worker_runtime.errors import SerializationError
 MAX_VALUE_BYTES = 512 * 1024 * 1024
 
 
+def _pickled(obj: object, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+    """Plain pickle, or cloudpickle where plain pickle fails or refers to ``__main__``.
+
+    With ``buffers``, large buffers (array data) are collected there out of band.
+    """
+    callback = None if buffers is None else buffers.append
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=callback)
+        if b"__main__" not in data:
+            return data
+    except Exception:
+        pass
+    if buffers is not None:
+        buffers.clear()
+    return bytes(
+        cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=callback)
+    )
+
+
 def dumps(obj: object) -> bytes:
     """Serialize anything a graph may hold."""
-    try:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    if b"__main__" in data:
-        return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    return data
+    return _pickled(obj)
 
 
 def loads(data: bytes) -> object:
@@ -44,17 +57,9 @@ def dumps_out_of_band(key: Hashable, value: object) -> tuple[bytes, list[pickle.
     """A pickle stream and its out-of-band buffers (array data is not copied into the stream)."""
     buffers: list[pickle.PickleBuffer] = []
     try:
-        try:
-            stream = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-            if b"__main__" not in stream:
-                return stream, buffers
-        except Exception:
-            pass
-        buffers.clear()
-        stream = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        return _pickled(value, buffers), buffers
     except Exception as exc:
         raise SerializationError(key, f"{type(exc).__name__}: {exc}") from exc
-    return bytes(stream), buffers
 
 
 def dumps_output(key: Hashable, value: object, limit: int = MAX_VALUE_BYTES) -> bytes:
