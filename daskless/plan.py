@@ -32,6 +32,7 @@ class Plan:
     specs: dict[int, SubDAG]
     entries: dict[int, tuple[int, ...]]
     wanted_external: list[Hashable]
+    options: RunOptions
 
 
 def cull(graph: Graph, wanted: Sequence[Hashable]) -> tuple[dict[Hashable, Node], set[Hashable]]:
@@ -88,7 +89,7 @@ def make_plan(
         for p in range(len(parts.parts))
     }
     return Plan(dag, ids, keys, parts, specs, {p: e for p, e in entries.items() if e},
-                wanted_external)
+                wanted_external, options)
 
 
 def _in_graph_deps(dag: DAG, key: Hashable) -> tuple[Hashable, ...]:

@@ -54,13 +54,13 @@ class RunClient:
         self.inline_limit = inline_limit
         self.ttl_s = ttl_s
         self.remaining = {plan.ids[k] for k in wanted if k in plan.ids}
-        self.plan_options = next(iter(plan.specs.values())).options
+        self.blobs = open_blobs(plan.options.blob_dir, plan.options.blob_threshold)
         self.active: Counter[str] = Counter()
         self.started = False
         self.timeline: list[tuple[Hashable, float, float, str]] = []
 
     def submit(self) -> None:
-        if self.plan_options.by_reference:
+        if self.plan.options.by_reference:
             blobs = {p: references.put(self.run_id, f"spec-{p}", spec)
                      for p, spec in self.plan.specs.items()}
         else:
@@ -135,20 +135,18 @@ class RunClient:
     def _loaded(
         self, keys: Sequence[Hashable], blobs: Sequence[bytes | None]
     ) -> dict[Hashable, object]:
-        local = open_blobs(self.plan_options.blob_dir, self.plan_options.blob_threshold)
-        if local is None:
+        if self.blobs is None:
             return _loaded(keys, blobs)
-        return {k: local.loads(_present(k, b)) for k, b in zip(keys, blobs)}
+        return {k: self.blobs.loads(_present(k, b)) for k, b in zip(keys, blobs)}
 
     def delete(self) -> None:
         """Remove the run's keys and its large outputs."""
-        local = open_blobs(self.plan_options.blob_dir, self.plan_options.blob_threshold)
         try:
             self.store.delete_run(self.run_id)
         finally:
             references.drop_run(self.run_id)
-            if local is not None:
-                local.delete_run(self.run_id, wait=False)
+            if self.blobs is not None:
+                self.blobs.delete_run(self.run_id, wait=False)
 
 
 def _dumps_spec(spec: SubDAG) -> bytes:
