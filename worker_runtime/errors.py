@@ -37,6 +37,10 @@ class InvocationError(DasklessError):
     """An invocation could not be delivered or was malformed."""
 
 
+class SignatureError(InvocationError):
+    """An invocation was refused: unsigned, tampered with, stale or replayed."""
+
+
 class SerializationError(DasklessError):
     """A task, input or result could not be serialized; the message names the key."""
 

@@ -13,7 +13,8 @@ the run is submitted, so nothing outlives a crashed client for longer than the T
 - ``events`` stream of event batches that the client reads with blocking XREAD.
 
 Persisted data lives apart under ``dl:data:<name>`` with its own TTL; worker pools own a
-``dl:pool:<pool_id>:queue`` list of pending invocations.
+``dl:pool:<pool_id>:queue`` list of pending invocations. Signatures of accepted invocations are
+remembered under ``dl:auth:seen:<signature>`` until they expire, to refuse replays.
 """
 
 from __future__ import annotations
@@ -52,3 +53,8 @@ def key_name(key: Hashable) -> str:
 def fanin_field(task: int, upstream: int) -> str:
     """The mark of one delivered edge ``upstream -> task``."""
     return f"{task}:{upstream}"
+
+
+def seen_signature(signature: str) -> str:
+    """Marks an invocation signature as used (set with NX and a TTL, see ``auth``)."""
+    return f"{PREFIX}:auth:seen:{signature}"
