@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Hashable, Sequence
@@ -23,13 +24,14 @@ from dask.base import collections_to_expr
 from dask.core import flatten
 from dask.local import nested_get
 
-from daskless import config
+from daskless import config, observe
 from daskless.backends import Resources, start
 from daskless.callbacks import driving
 from daskless.config import Backend
 from daskless.futures import PersistedValue
 from daskless.graph import Graph, materialize, requested_keys
 from daskless.plan import make_plan
+from daskless.progress import configured_progress
 from daskless.run import RunClient, TaskFailed, fetch_persisted
 from worker_runtime import context
 from worker_runtime.errors import RunGoneError, StoreUnavailableError
@@ -71,9 +73,11 @@ class Engine:
 
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Compute ``keys`` of ``dsk``; Dask's scheduler contract."""
+        start = time.perf_counter()
         graph, _annotations = materialize(dsk)
         wanted = requested_keys(keys)
-        _store, results = self._compute(graph, wanted, kwargs, persist=False)
+        _store, results = self._compute(graph, wanted, kwargs, persist=False,
+                                        convert_s=time.perf_counter() - start)
         return nested_get(keys, results)
 
     def persist(self, collections: Sequence[Any], optimize_graph: bool = True,
@@ -91,25 +95,29 @@ class Engine:
     # -- runs ------------------------------------------------------------------------------
 
     def _compute(self, graph: Graph, wanted: list[Hashable], kwargs: dict[str, Any],
-                 persist: bool) -> tuple[Store, dict[Hashable, object]]:
+                 persist: bool, convert_s: float = 0.0) -> tuple[Store, dict[Hashable, object]]:
         resources, owned = self._resources_for_call()
         try:
-            return resources.store, self._run(resources, graph, wanted, kwargs, persist)
+            return resources.store, self._run(resources, graph, wanted, kwargs, persist,
+                                              convert_s)
         finally:
             if owned:
                 resources.close()
 
     def _run(self, resources: Resources, graph: Graph, wanted: list[Hashable],
-             kwargs: dict[str, Any], persist: bool) -> dict[Hashable, object]:
+             kwargs: dict[str, Any], persist: bool,
+             convert_s: float = 0.0) -> dict[Hashable, object]:
         run_id = uuid.uuid4().hex
         options = self._options(kwargs, persist, resources)
+        recorder = observe.RunRecorder(resources.store, run_id, options.metrics, convert_s)
         workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
         parallelism = int(workers or resources.workers) * int(config.get("partitions-per-worker"))
         # Tiny graphs gain nothing from more partitions than a few tasks each.
         parallelism = max(1, min(parallelism, len(graph) // 4))
         store = resources.store
-        with driving(kwargs.get("callbacks"), graph) as driver:
+        with configured_progress(), driving(kwargs.get("callbacks"), graph) as driver:
             plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted, options)
+            recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
             driver.started(plan.dag)
             self.last_run = RunSummary(run_id, len(plan.keys), len(plan.parts.parts),
                                        plan.parts.cross_edges(plan.dag))
@@ -119,18 +127,27 @@ class Engine:
                                int(config.get("inline-spec-bytes")), float(config.get("run-ttl")))
             self._runs[run_id] = client
             self.last_run = replace(self.last_run, timeline=client.timeline)
+            error: BaseException | None = None
             try:
                 client.submit()
+                recorder.lap("submit")
                 client.wait(float(config.get("start-timeout")))
+                recorder.lap("wait")
                 if persist:
                     self._remember_persisted(store, wanted)
                     return {}
                 return client.results(wanted)
             except TaskFailed as failed:
+                error = failed.error
                 if options.rerun_locally and failed.task_id >= 0:
                     _rerun_locally(client, failed.task_id)
                 raise failed.error from None
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
+                recorder.lap("results")
+                recorder.finished(error)
                 self._runs.pop(run_id, None)
                 # An unreachable store has already failed the run; its keys expire on their own.
                 with contextlib.suppress(StoreUnavailableError):
@@ -149,6 +166,7 @@ class Engine:
             by_reference=isinstance(resources.store, MemoryStore),
             blob_dir=resources.blob_dir,
             blob_threshold=int(config.get("blob-threshold-bytes")),
+            metrics=observe.metrics_settings(),
         )
 
     @staticmethod

@@ -106,3 +106,32 @@ def test_unreachable_redis_is_a_named_error_and_fast() -> None:
         RedisStore(url, connect_timeout_s=1).ping()
     assert time.monotonic() - start < 10
     assert "127.0.0.1" in str(info.value) and "secret" not in str(info.value)
+
+
+def test_metrics_outlive_the_run_and_are_listed(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.add_metrics("r", [["task", "i", 1, 0.5, 1.0, []]], retention_s=60)
+    store.delete_run("r")  # metrics are not part of the run's disposable keys
+    store.add_metrics("r", [("end", "i", 2.0, 1, 0)], retention_s=60)
+    cursor, records = store.read_metrics("r", "0", timeout_s=0)
+    assert records == [["task", "i", 1, 0.5, 1.0, []], ["end", "i", 2.0, 1, 0]]
+    assert store.read_metrics("r", cursor, timeout_s=0)[1] == []
+    assert [run for run, _ in store.metric_runs()] == ["r"]
+
+
+def test_metrics_read_blocks_until_a_batch_arrives(store: Store) -> None:
+    cursor, _ = store.read_metrics("m", "0", timeout_s=0)
+    timer = threading.Timer(0.1, lambda: store.add_metrics("m", [["x"]], retention_s=60))
+    timer.start()
+    _, records = store.read_metrics("m", cursor, timeout_s=5)
+    timer.join()
+    assert records == [["x"]]
+
+
+def test_metrics_expire_after_their_retention(store: Store) -> None:
+    store.add_metrics("old", [["x"]], retention_s=0.001)
+    store.add_metrics("new", [["y"]], retention_s=60)
+    threading.Event().wait(0.05)  # let the 1 ms retention pass
+    assert [run for run, _ in store.metric_runs()] == ["new"]
+    if isinstance(store, RedisStore):
+        assert not store.client.exists(keys.metrics_stream("old"))

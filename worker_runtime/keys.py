@@ -45,6 +45,19 @@ def pool_queue(pool_id: str) -> str:
     return f"{PREFIX}:pool:{pool_id}:queue"
 
 
+METRICS_PREFIX = f"{PREFIX}:metrics"
+
+
+def metrics_stream(run_id: str) -> str:
+    """The stream of one run's metric records (kept after the run's own keys are gone)."""
+    return f"{METRICS_PREFIX}:run:{run_id}"
+
+
+def metrics_index() -> str:
+    """The sorted set of runs that have metrics, scored by creation time."""
+    return f"{METRICS_PREFIX}:runs"
+
+
 def key_name(key: Hashable) -> str:
     """A stable text name for a Dask key (str or tuple), used for persisted data."""
     return f"s:{key}" if isinstance(key, str) else f"r:{key!r}"

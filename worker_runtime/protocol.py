@@ -52,6 +52,21 @@ class TaskInfo(NamedTuple):
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """How workers record and upload metrics (``daskless.metrics``; see worker_runtime.metrics).
+
+    ``strategy`` is one of ``task`` (upload after each task), ``batch`` (every ``batch_size``
+    records), ``interval`` (every ``interval_s`` seconds) or ``exit`` (once, when the worker
+    finishes its invocation). Every strategy uploads what is left when an invocation ends.
+    """
+
+    strategy: str = "interval"
+    batch_size: int = 256
+    interval_s: float = 0.5
+    retention_s: float = 7 * 86400
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Run-wide switches every worker needs."""
 
@@ -62,6 +77,8 @@ class RunOptions:
     by_reference: bool = False
     blob_dir: str | None = None
     blob_threshold: int = 256 * 1024
+    # None: no metrics are recorded for the run.
+    metrics: MetricsSettings | None = None
 
 
 @dataclass(frozen=True)

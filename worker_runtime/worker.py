@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, NoReturn
 
-from worker_runtime import references, serialization
+from worker_runtime import metrics, references, serialization
 from worker_runtime.blobs import is_reference, open_blobs
 from worker_runtime.context import WorkerContext, running_in
 from worker_runtime.errors import RunGoneError, SerializationError
@@ -48,10 +48,13 @@ class Execution:
     def __init__(self, context: WorkerContext, invocation: Invocation) -> None:
         self.ctx = context
         self.run_id = invocation.run_id
+        spec_start = time.perf_counter()
         spec = context.specs.get(
             context.store, self.run_id, invocation.partition, invocation.inline_spec
         )
         self.options = spec.options
+        self.metrics = metrics.recorder_for(context.store, context.worker_id, invocation,
+                                            spec.options.metrics, time.perf_counter() - spec_start)
         self.blobs = open_blobs(spec.options.blob_dir, spec.options.blob_threshold)
         self.parts: dict[int, SubDAG] = {spec.partition: spec}
         self.current = spec.partition
@@ -82,6 +85,7 @@ class Execution:
         except Exception as exc:  # a bug or a store failure: tell the client, then stop
             self._report_failure(-1, exc)
         finally:
+            self.metrics.finish()
             self._send_events([("done", self.ctx.worker_id, time.time())])
 
     def _drain(self) -> None:
@@ -95,7 +99,7 @@ class Execution:
         tasks = [self.task(t) for t in entries]
         missing = sorted({d for t in tasks for d in t.deps if d not in self.held})
         if missing:
-            for dep, data in zip(missing, self.ctx.store.fetch(self.run_id, missing)):
+            for dep, data in zip(missing, self.metrics.fetch(self.ctx.store, self.run_id, missing)):
                 self.fetched[dep] = self._load_input(dep, data)
         self.ready.extend(reversed([t.id for t in tasks]))
 
@@ -118,8 +122,10 @@ class Execution:
             with running_in(self.ctx), self._warnings_of(info):
                 value = info.node(values)
         except BaseException as exc:
+            self.metrics.failed(info.id, start)
             self._fail(info, values, exc)
         end = time.time()
+        self.metrics.task(info, start, end)
         self.held[info.id] = value
         self.uses[info.id] = len(info.successors)
         self.outbox.events.append(("fin", info.id, start, end, self.ctx.worker_id))
@@ -187,7 +193,7 @@ class Execution:
             else:
                 values[key] = value
         if absent:
-            data = self.ctx.store.fetch(self.run_id, [d for d, _ in absent])
+            data = self.metrics.fetch(self.ctx.store, self.run_id, [d for d, _ in absent])
             for (dep, key), blob in zip(absent, data):
                 values[key] = self._load_input(dep, blob)
         if info.external:
@@ -225,6 +231,7 @@ class Execution:
         outputs, persisted = self._serialize_outputs()
         marks = list(outbox.all_marks())
         successors = {m.task: s for m, s in marks}
+        delivery_start = time.time()
         completed = self.ctx.store.deliver(
             self.run_id,
             outputs=outputs,
@@ -233,6 +240,7 @@ class Execution:
             persisted=persisted,
             persist_ttl_ms=self.options.persist_ttl_ms,
         )
+        self.metrics.flushed(delivery_start, outputs, [m for m, _ in marks])
         uploaded = list(outbox.outputs)
         handoffs = outbox.handoffs
         outbox.clear()

@@ -10,7 +10,7 @@ and makes cancellation clean (once the client deletes a run, no worker can write
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from worker_runtime.protocol import Event
 
@@ -87,6 +87,25 @@ class Store(Protocol):
 
     def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
         """Block until an invocation is queued or the timeout passes."""
+        ...
+
+    def add_metrics(self, run_id: str, records: Sequence[Any], retention_s: float) -> None:
+        """Append a batch of metric records (JSON-able) to the run's metrics stream.
+
+        Metrics are not gated on the run being alive: they outlive its disposable keys and are
+        kept for ``retention_s`` seconds after the last batch. One round trip per batch.
+        """
+        ...
+
+    def read_metrics(
+        self, run_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Any]]:
+        """Metric records after ``cursor`` (``"0"``: from the start); blocks up to
+        ``timeout_s`` when there are none yet (``0``: never blocks)."""
+        ...
+
+    def metric_runs(self) -> list[tuple[str, float]]:
+        """Runs that still have metrics, as ``(run_id, first record time)``, newest first."""
         ...
 
     def close(self) -> None:

@@ -8,10 +8,13 @@ a server. It cannot be shared between processes.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker_runtime.errors import RunGoneError
 from worker_runtime.protocol import Event
@@ -37,6 +40,8 @@ class MemoryStore:
         self._runs: dict[str, _Run] = {}
         self._data: dict[str, bytes] = {}
         self._queues: dict[str, deque[bytes]] = {}
+        # run id -> (first record time, expiry time, records); metrics outlive the runs.
+        self._metrics: dict[str, tuple[float, float, list[Any]]] = {}
         self._changed = threading.Condition(threading.Lock())
 
     @property
@@ -132,6 +137,37 @@ class MemoryStore:
             if not pending:
                 self._changed.wait_for(lambda: bool(pending), timeout_s)
             return pending.popleft() if pending else None
+
+    def add_metrics(self, run_id: str, records: Sequence[Any], retention_s: float) -> None:
+        # A JSON round trip gives records exactly the shape Redis readers see (lists, str keys).
+        decoded = json.loads(json.dumps(list(records)))
+        now = time.time()
+        with self._changed:
+            self._drop_expired_metrics(now)
+            first, _expiry, held = self._metrics.get(run_id, (now, now, []))
+            held.extend(decoded)
+            self._metrics[run_id] = (first, now + retention_s, held)
+            self._changed.notify_all()
+
+    def _drop_expired_metrics(self, now: float) -> None:
+        for run_id in [r for r, (_, expiry, _) in self._metrics.items() if expiry < now]:
+            del self._metrics[run_id]
+
+    def read_metrics(
+        self, run_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Any]]:
+        start = int(cursor)
+        with self._changed:
+            if len(self._metrics.get(run_id, (0, 0, []))[2]) <= start and timeout_s > 0:
+                self._changed.wait(timeout_s)
+            records = self._metrics.get(run_id, (0, 0, []))[2]
+            return str(max(start, len(records))), records[start:]
+
+    def metric_runs(self) -> list[tuple[str, float]]:
+        with self._changed:
+            self._drop_expired_metrics(time.time())
+            runs = [(run_id, first) for run_id, (first, _, _) in self._metrics.items()]
+        return sorted(runs, key=lambda r: r[1], reverse=True)
 
     def close(self) -> None:
         """Nothing to release."""

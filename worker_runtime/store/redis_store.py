@@ -9,6 +9,7 @@ library's own bounded retries, so a dead server fails a compute quickly instead 
 from __future__ import annotations
 
 import functools
+import json
 import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -186,6 +187,44 @@ class RedisStore:
     def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
         reply = self._client.blpop([queue], timeout=timeout_s)
         return None if reply is None else cast(bytes, reply[1])
+
+    @_translating
+    def add_metrics(self, run_id: str, records: Sequence[Any], retention_s: float) -> None:
+        stream, now = keys.metrics_stream(run_id), time.time()
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xadd(stream, {"m": json.dumps(list(records), separators=(",", ":"))})
+        pipe.pexpire(stream, max(1, int(retention_s * 1000)))
+        pipe.zadd(keys.metrics_index(), {run_id: now}, nx=True)
+        pipe.execute()
+
+    @_translating
+    def read_metrics(
+        self, run_id: str, cursor: str, timeout_s: float
+    ) -> tuple[str, list[Any]]:
+        stream = keys.metrics_stream(run_id)
+        block = int(timeout_s * 1000) if timeout_s > 0 else None
+        reply: Any = self._client.xread({stream: cursor}, block=block)
+        records: list[Any] = []
+        for _name, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                records.extend(json.loads(fields[b"m"]))
+        return cursor, records
+
+    @_translating
+    def metric_runs(self) -> list[tuple[str, float]]:
+        index = keys.metrics_index()
+        reply: Any = self._client.zrevrange(index, 0, -1, withscores=True)
+        runs = [(r.decode(), float(t)) for r, t in reply]
+        pipe = self._client.pipeline(transaction=False)
+        for run_id, _ in runs:
+            pipe.exists(keys.metrics_stream(run_id))
+        alive = pipe.execute() if runs else []
+        expired = [r for (r, _), found in zip(runs, alive) if not found]
+        if expired:
+            # Streams expire on their own; the index forgets them the next time it is read.
+            self._client.zrem(index, *expired)
+        return [run for run, found in zip(runs, alive) if found]
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,132 @@
+"""The client's part of a run's metrics, and the hooks that reports listen to.
+
+Workers record what happens inside a run (``worker_runtime.metrics``); the client adds what only
+it knows: the plan (every task's key, function, partition and inputs) in a ``run`` record written
+before any worker starts, and its own timings (graph conversion, partitioning, submission,
+waiting, collecting results, total) with the run's outcome in a ``run-end`` record. Both go to
+the same per-run metrics stream, so a report or the dashboard reads one place.
+
+:class:`RunListener` objects (``performance_report``) are told when a run starts and ends in
+this process; :func:`listening` registers one for the duration of a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from dask.utils import funcname, key_split
+
+from daskless import config
+from daskless.exceptions import ConfigurationError
+from daskless.plan import Plan
+from worker_runtime.metrics import STRATEGIES
+from worker_runtime.protocol import MetricsSettings
+from worker_runtime.store.base import Store
+
+
+class RunListener(Protocol):
+    """Told about the runs of this process (for example to write a report afterwards)."""
+
+    def run_finished(self, store: Store, run_id: str) -> None:
+        """A run ended (successfully or not); its metrics are in ``store``."""
+        ...
+
+
+_listeners: list[RunListener] = []
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def listening(listener: RunListener) -> Iterator[None]:
+    """Tell ``listener`` about every run that ends inside the block."""
+    with _lock:
+        _listeners.append(listener)
+    try:
+        yield
+    finally:
+        with _lock:
+            _listeners.remove(listener)
+
+
+def metrics_settings() -> MetricsSettings | None:
+    """``daskless.metrics`` as run options; ``None`` when metrics are off."""
+    section: dict[str, Any] = dict(config.get("metrics") or {})
+    if not section.get("enabled", True):
+        return None
+    strategy = str(section.get("strategy", "interval"))
+    if strategy not in STRATEGIES:
+        raise ConfigurationError(
+            f"daskless.metrics.strategy is {strategy!r}; expected one of {', '.join(STRATEGIES)}"
+        )
+    return MetricsSettings(
+        strategy=strategy,
+        batch_size=int(section.get("batch-size", 256)),
+        interval_s=float(section.get("interval", 0.5)),
+        retention_s=float(section.get("retention", 7 * 86400)),
+    )
+
+
+def task_table(plan: Plan) -> list[list[Any]]:
+    """``[key, function, partition, input ids]`` per task id: what readers need of the plan."""
+    table: list[list[Any]] = []
+    for key in plan.keys:
+        payload = plan.dag[key].payload
+        func = getattr(payload, "func", None)
+        name = funcname(func) if callable(func) else key_split(key)
+        table.append([str(key), name, -1, []])
+    for part, spec in plan.specs.items():
+        for task_id, info in spec.tasks.items():
+            table[task_id][2] = part
+            table[task_id][3] = list(info.deps)
+    return table
+
+
+class RunRecorder:
+    """Client-side timings and plan of one run; writes nothing when metrics are off."""
+
+    def __init__(self, store: Store, run_id: str, settings: MetricsSettings | None,
+                 convert_s: float) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.settings = settings
+        self.started = time.time()
+        self.timings: dict[str, float] = {"convert": convert_s}
+        self._t0 = self._mark = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Close the phase ``name`` (it began when the previous phase ended)."""
+        now = time.perf_counter()
+        self.timings[name] = now - self._mark
+        self._mark = now
+
+    def planned(self, plan: Plan, wanted_ids: list[int]) -> None:
+        self.lap("partition")
+        if self.settings is None or not plan.keys:
+            return
+        record = {
+            "run_id": self.run_id, "t": self.started, "tasks": task_table(plan),
+            "partitions": len(plan.specs), "requested": wanted_ids,
+            "strategy": self.settings.strategy,
+        }
+        self._write([["run", record]])
+
+    def finished(self, error: BaseException | None) -> None:
+        self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
+        if self.settings is not None:
+            status = "ok" if error is None else f"{type(error).__name__}: {error}"[:500]
+            self._write([["run-end", {"t": time.time(), "status": status,
+                                      "timings": self.timings}]])
+        with _lock:
+            listeners = list(_listeners)
+        for listener in listeners:
+            listener.run_finished(self.store, self.run_id)
+
+    def _write(self, records: list[Any]) -> None:
+        assert self.settings is not None
+        # The run itself matters more than its metrics: a failing write is not the run's error.
+        with contextlib.suppress(Exception):
+            self.store.add_metrics(self.run_id, records, self.settings.retention_s)

@@ -1,0 +1,222 @@
+"""What workers measure about a run, buffered in memory and uploaded to the store by a policy.
+
+Each invocation gets a :class:`Recorder`. The worker loop calls it at a few points (the sub-DAG
+was loaded, inputs were fetched, a task ran or failed, a flush delivered outputs and marks, the
+invocation ends); the recorder appends one small list per point to an in-memory buffer and asks
+its :class:`UploadPolicy` whether the buffer is due. An upload is one pipelined
+``Store.add_metrics`` call (one round trip) to the run's metrics stream, which lives apart from
+the run's disposable keys and outlives them (``daskless.metrics.retention``).
+
+Policies (``daskless.metrics.strategy``): ``task`` uploads after every task, ``batch`` every
+``batch-size`` records, ``interval`` every ``interval`` seconds (checked after each task), ``exit``
+once at the end of the invocation. Every policy uploads what is left when an invocation ends, so a
+worker that finishes normally loses nothing; a worker killed mid-run loses at most what it had
+buffered since its last upload.
+
+Records are JSON lists (the first item names the kind; ``inv`` is the invocation id):
+
+- ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline]``
+- ``["task", inv, task_id, t_start, t_end, [[input_id, nbytes, download_s], ...]]`` (inputs
+  read from the store only; the others were in this worker's memory)
+- ``["err", inv, task_id, t_start, t_end]``
+- ``["flush", inv, t_start, t_end, [[task_id, nbytes], ...], [producer ids of marks]]``
+- ``["end", inv, t, n_tasks, dropped]``
+
+The client adds ``run`` and ``run-end`` records (plan and client-side timings).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from worker_runtime.protocol import Invocation, MetricsSettings, TaskInfo
+from worker_runtime.store.base import Mark, Store
+
+STRATEGIES = ("task", "batch", "interval", "exit")
+_IMPORTED_AT = time.time()
+_seen_workers: set[str] = set()
+_seen_lock = threading.Lock()
+
+
+class UploadPolicy(Protocol):
+    """Decides after each task whether the buffered records are uploaded now."""
+
+    def due(self, buffered: int, since_upload_s: float) -> bool:
+        """``buffered`` records wait; the last upload was ``since_upload_s`` seconds ago."""
+        ...
+
+
+class EachTask:
+    """Upload after every task: nothing is ever lost, one round trip per task."""
+
+    def due(self, buffered: int, since_upload_s: float) -> bool:
+        return buffered > 0
+
+
+class Batch:
+    """Upload every ``size`` records."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+
+    def due(self, buffered: int, since_upload_s: float) -> bool:
+        return buffered >= self.size
+
+
+class Interval:
+    """Upload once ``seconds`` have passed since the last upload (checked after each task)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def due(self, buffered: int, since_upload_s: float) -> bool:
+        return buffered > 0 and since_upload_s >= self.seconds
+
+
+class AtExit:
+    """Upload only when the invocation ends."""
+
+    def due(self, buffered: int, since_upload_s: float) -> bool:
+        return False
+
+
+def policy_for(settings: MetricsSettings) -> UploadPolicy:
+    """The policy a strategy name stands for; ``ValueError`` names the valid ones."""
+    if settings.strategy == "task":
+        return EachTask()
+    if settings.strategy == "batch":
+        return Batch(settings.batch_size)
+    if settings.strategy == "interval":
+        return Interval(settings.interval_s)
+    if settings.strategy == "exit":
+        return AtExit()
+    raise ValueError(
+        f"unknown metrics strategy {settings.strategy!r}; expected one of {', '.join(STRATEGIES)}"
+    )
+
+
+class Recorder:
+    """Metrics of one invocation; see the module docstring."""
+
+    def __init__(self, store: Store, run_id: str, settings: MetricsSettings) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.retention_s = settings.retention_s
+        self.policy = policy_for(settings)
+        self.inv = uuid.uuid4().hex[:12]
+        self.records: list[list[Any]] = []
+        self.downloads: dict[int, tuple[int, float]] = {}
+        self.tasks = 0
+        self.dropped = 0
+        self.last_upload = time.time()
+
+    def started(self, worker_id: str, invocation: Invocation, spec_s: float) -> None:
+        worker = _lane(worker_id)
+        with _seen_lock:
+            cold = worker_id not in _seen_workers
+            _seen_workers.add(worker_id)
+        startup = _process_startup_s() if cold else None
+        self.records.append([
+            "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
+            cold, startup, spec_s, invocation.inline_spec is not None,
+        ])
+
+    def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
+        """``store.fetch`` with each input's size and the download time remembered."""
+        start = time.perf_counter()
+        blobs = store.fetch(run_id, task_ids)
+        seconds = time.perf_counter() - start
+        for task_id, blob in zip(task_ids, blobs):
+            self.downloads[task_id] = (len(blob) if blob is not None else 0, seconds)
+        return blobs
+
+    def task(self, info: TaskInfo, start: float, end: float) -> None:
+        downloads = self.downloads
+        inputs = [[d, *downloads[d]] for d in info.deps if d in downloads] if downloads else []
+        self.records.append(["task", self.inv, info.id, start, end, inputs])
+        self.tasks += 1
+        if self.policy.due(len(self.records), end - self.last_upload):
+            self.upload()
+
+    def failed(self, task_id: int, start: float) -> None:
+        self.records.append(["err", self.inv, task_id, start, time.time()])
+
+    def flushed(self, start: float, outputs: Mapping[int, bytes], marks: Sequence[Mark]) -> None:
+        sizes = [[t, len(v)] for t, v in outputs.items()]
+        self.records.append(
+            ["flush", self.inv, start, time.time(), sizes, [m.upstream for m in marks]]
+        )
+
+    def finish(self) -> None:
+        """The invocation ends: upload everything that is left."""
+        self.records.append(["end", self.inv, time.time(), self.tasks, self.dropped])
+        self.upload()
+
+    def upload(self) -> None:
+        records, self.records = self.records, []
+        self.last_upload = time.time()
+        try:
+            self.store.add_metrics(self.run_id, records, self.retention_s)
+        except Exception:
+            # Metrics never fail a run; the reader sees the gap (and ``dropped`` on ``end``).
+            self.dropped += len(records)
+
+
+class NoRecorder(Recorder):
+    """Metrics off: every hook is a no-op, so the worker loop needs no branches."""
+
+    def __init__(self) -> None:
+        self.downloads = {}
+
+    def started(self, worker_id: str, invocation: Invocation, spec_s: float) -> None:
+        pass
+
+    def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
+        return store.fetch(run_id, task_ids)
+
+    def task(self, info: TaskInfo, start: float, end: float) -> None:
+        pass
+
+    def failed(self, task_id: int, start: float) -> None:
+        pass
+
+    def flushed(self, start: float, outputs: Mapping[int, bytes], marks: Sequence[Mark]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def recorder_for(
+    store: Store, worker_id: str, invocation: Invocation, settings: MetricsSettings | None,
+    spec_s: float,
+) -> Recorder:
+    """The recorder of one invocation (a no-op one when the run records no metrics)."""
+    if settings is None:
+        return NoRecorder()
+    recorder = Recorder(store, invocation.run_id, settings)
+    recorder.started(worker_id, invocation, spec_s)
+    return recorder
+
+
+def _lane(worker_id: str) -> str:
+    """Thread workers share one worker id; their thread name tells them apart."""
+    thread = threading.current_thread()
+    if thread is threading.main_thread():
+        return worker_id
+    return f"{worker_id}/{thread.name}"
+
+
+def _process_startup_s() -> float | None:
+    """Seconds from this process's start until the worker runtime was imported."""
+    try:
+        import psutil
+
+        return max(0.0, _IMPORTED_AT - psutil.Process(os.getpid()).create_time())
+    except Exception:  # psutil missing or the platform hides process times
+        return None
