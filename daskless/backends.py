@@ -11,10 +11,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import dask.config
+
 from daskless.config import Backend
+from worker_runtime.auth import Signer
 from worker_runtime.blobs import shared_memory_dir
 from worker_runtime.context import Invoker
 from worker_runtime.errors import ConfigurationError
+from worker_runtime.invokers.http import HttpInvoker
 from worker_runtime.invokers.processes import LostCallback, ProcessPool
 from worker_runtime.invokers.threads import ThreadInvoker
 from worker_runtime.redis_server import RedisServer
@@ -23,6 +27,9 @@ from worker_runtime.store.memory import MemoryStore
 from worker_runtime.store.redis_store import RedisStore
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+HTTP_SCHEMES = ("http://", "https://")
+# Invokers whose workers run on this machine and can share its blob tier.
+LOCAL_INVOKERS = ("threads", "processes")
 
 
 @dataclass
@@ -79,12 +86,45 @@ def open_invoker(
             )
         pool = ProcessPool(store, workers, on_lost)
         return pool, pool.close
+    if name.startswith(HTTP_SCHEMES):
+        http = _http_invoker(name, store)
+        return http, http.close
     raise ConfigurationError(f"daskless.invoker must be 'processes' or 'threads', not {name!r}")
+
+
+def _http_invoker(name: str, store: Store) -> HttpInvoker:
+    """``http://host:port[/prefix]``: a gateway or function URL whose workers use this Redis."""
+    if isinstance(store, MemoryStore):
+        raise ConfigurationError(
+            f"daskless.invoker={name!r} needs a Redis the HTTP workers also use: set "
+            f"daskless.store to a redis://, rediss:// or unix:// URL, not 'memory'"
+        )
+    secret = dask.config.get("daskless.auth.secret", None)
+    if not secret and not dask.config.get("daskless.auth.insecure", False):
+        raise ConfigurationError(
+            f"daskless.invoker={name!r} needs daskless.auth.secret (environment variable "
+            f"DASK_DASKLESS__AUTH__SECRET), the secret its workers have; or set "
+            f"daskless.auth.insecure=True for workers started with --insecure"
+        )
+    max_age = float(dask.config.get("daskless.auth.max-age", 300))
+    return HttpInvoker(
+        name,
+        Signer(str(secret), max_age) if secret else None,
+        concurrency=int(dask.config.get("daskless.http.concurrency", 16)),
+        attempts=int(dask.config.get("daskless.http.attempts", 10)),
+        timeout_s=float(dask.config.get("daskless.http.timeout", 30)),
+    )
 
 
 def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resources:
     """Start the store, then the invoker, of a backend."""
     closers: list[Callable[[], None]] = []
+    if backend.store == "embedded" and backend.invoker.startswith(HTTP_SCHEMES):
+        raise ConfigurationError(
+            f"daskless.invoker={backend.invoker!r} needs a Redis its workers are configured "
+            f"with: set daskless.store to that redis://, rediss:// or unix:// URL (the "
+            f"'embedded' store is private to this process)"
+        )
     try:
         store, server = open_store(backend.store, closers)
         invoker, close_invoker = open_invoker(
@@ -96,7 +136,7 @@ def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resou
         raise
     closers.append(close_invoker)
     blob_dir = None
-    if not isinstance(store, MemoryStore):
+    if not isinstance(store, MemoryStore) and backend.invoker in LOCAL_INVOKERS:
         # Thread and process workers share this machine: large outputs skip Redis.
         blob_dir = shared_memory_dir()
         closers.insert(0, functools.partial(shutil.rmtree, blob_dir, ignore_errors=True))

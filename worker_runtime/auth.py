@@ -42,6 +42,7 @@ import json
 import math
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -203,9 +204,16 @@ def secret_from_environment(environ: dict[str, str] | None = None) -> str | None
     return secret or None
 
 
-def _forget_in_dask_config() -> None:
-    import sys
+def take_secret() -> str | None:
+    """The configured secret (``daskless.auth.secret`` or its environment variable), removed
+    from both places once read; None if there is none."""
+    config = sys.modules.get("dask.config")
+    configured = config.get("daskless.auth.secret", None) if config is not None else None
+    from_env = secret_from_environment()
+    return str(configured) if configured else from_env
 
+
+def _forget_in_dask_config() -> None:
     config = sys.modules.get("dask.config")
     if config is None:
         return

@@ -1,0 +1,68 @@
+"""Real HTTP servers for tests: gateways and HTTP workers, in a thread or as a process.
+
+``serving(...)`` runs a :class:`Gateway` or :class:`HttpWorker` on its own event loop in a
+background thread of the test process (its instances are still real processes), so tests can
+read its counters; ``gateway_process(...)`` starts ``daskless gateway`` as a program, the way a
+user would, with its settings in the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiohttp import web
+
+from worker_runtime import gateway, http_worker
+
+SECRET = "test-secret-0123456789"
+
+
+@contextmanager
+def serving(server: gateway.Gateway | http_worker.HttpWorker) -> Iterator[str]:
+    """Serve ``server`` on a free loopback port in a background thread; yields its URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    starter = gateway.start if isinstance(server, gateway.Gateway) else http_worker.start
+    runner: web.AppRunner
+    runner, port = asyncio.run_coroutine_threadsafe(starter(server), loop).result(30)  # type: ignore[arg-type]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        if isinstance(server, http_worker.HttpWorker):
+            server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextmanager
+def gateway_process(store_url: str, *args: str, secret: str = SECRET) -> Iterator[str]:
+    """``daskless gateway --port 0 ...`` as a child process; yields its URL."""
+    env = dict(os.environ, DASK_DASKLESS__AUTH__SECRET=secret, DASK_DASKLESS__STORE=store_url)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daskless.cli", "gateway", "--port", "0", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    # Keep draining: instances' output passes through the gateway's standard output.
+    drain = threading.Thread(target=proc.stdout.read, daemon=True)
+    drain.start()
+    try:
+        if not line.startswith(gateway.GATEWAY_READY_LINE):
+            raise RuntimeError(f"gateway did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        drain.join(10)
+        proc.stdout.close()

@@ -1,0 +1,397 @@
+"""A local FaaS gateway: start, reuse and retire HTTP worker instances on demand.
+
+``daskless gateway --port P --max-instances N [--idle-timeout S] [--queue-limit Q]`` accepts the
+same ``POST /invoke`` requests as a function URL and behaves like a platform's front door, so the
+HTTP path runs on one machine exactly as on Knative or Cloud Run:
+
+- **Admission.** A body over ``max_body_bytes`` gets 413, a bad signature 401, a malformed
+  invocation 400, all before anything is queued or run. An accepted invocation is answered 202
+  at once and waits in the gateway for an instance. When ``queue_limit`` invocations already
+  wait and no instance is free, the answer is 429: the ``http`` invoker retries with back-off,
+  so nothing is lost (``queue_limit`` unset means an unbounded queue).
+- **Instances.** Each instance is a real process, ``python -m worker_runtime.http_worker`` on a
+  free loopback port, configured through its standard input (store URL, secret, fan-out URL =
+  this gateway). A free instance is reused (*warm start*); if none is free and fewer than
+  ``max_instances`` exist, a new one is started (*cold start*); otherwise the invocation waits
+  for the next release. An instance runs ``instance_concurrency`` invocations at a time; the
+  gateway forwards each with ``X-Daskless-Wait: 1`` so the request ends when the invocation
+  does, which is how it knows the instance is free again. An instance idle for ``idle_timeout_s``
+  is retired (a timer per instance, no polling).
+- **Lost instances.** When an instance dies mid-invocation (the forwarded request breaks, or its
+  output pipe closes), the gateway writes a ``lost`` event naming the instance's worker id to the
+  run's event stream (the client raises :class:`WorkerLostError` if that worker had started
+  part of the run) and retries the invocation on a fresh instance up to ``retries`` times
+  (fan-in is idempotent, so a re-run is safe; it is what rescues an instance that died before
+  it could report its start).
+- **Signatures.** The gateway holds the same secret as clients and workers: it verifies each
+  invocation at the door (401 for a bad one, remembered in memory against replays) and signs
+  again for the instance, which verifies once more against Redis; a retry is thus signed afresh.
+
+Everything runs on one asyncio loop; ``GET /healthz`` reports instances and counters as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from worker_runtime import auth, serialization
+from worker_runtime.context import worker_id_for
+from worker_runtime.errors import InvocationError, RunGoneError, SignatureError
+from worker_runtime.http_worker import READY_LINE, WAIT_HEADER, WorkerSettings
+from worker_runtime.protocol import Invocation
+from worker_runtime.store.redis_store import RedisStore
+
+GATEWAY_READY_LINE = "daskless-gateway-ready"
+INSTANCE_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway runs; see the module docstring for each knob."""
+
+    store: str
+    secret: str | None = None
+    insecure: bool = False
+    max_age_s: float = auth.DEFAULT_MAX_AGE_S
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_instances: int = 4
+    idle_timeout_s: float = 60.0
+    queue_limit: int | None = None
+    instance_concurrency: int = 1
+    retries: int = 1
+    max_body_bytes: int = 64 * 1024
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # never show the secret or the store password
+        return f"GatewaySettings(port={self.port}, max_instances={self.max_instances})"
+
+
+@dataclass(eq=False)
+class Instance:
+    """One worker process and what the gateway knows about it."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    busy: int = 0
+    alive: bool = True
+    idle_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return worker_id_for(self.proc.pid)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/invoke"
+
+
+class InstanceLost(Exception):
+    """The instance died while it ran an invocation."""
+
+
+class Gateway:
+    """Admission, instance pool and forwarding; see the module docstring."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        secret = auth.require_secret(settings.secret, settings.insecure, "the gateway")
+        self.settings = settings
+        self._signer = auth.Signer(secret, settings.max_age_s) if secret else None
+        self.store = RedisStore(settings.store)
+        self.store.ping()
+        self.url = ""
+        self.instances: list[Instance] = []
+        self.counters = {"cold_starts": 0, "warm_starts": 0, "lost": 0, "retired": 0,
+                         "rejected": 0, "accepted": 0, "forwarded": 0}
+        self._starting = 0
+        self._waiting = 0
+        self._changed: asyncio.Condition | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_post("/invoke", self.invoke)
+        app.router.add_get("/healthz", self.healthz)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    # -- routes ----------------------------------------------------------------------------
+    async def invoke(self, request: web.Request) -> web.Response:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _refuse(413, f"invocation body larger than {limit} bytes")
+        try:
+            body = await request.read()
+            if self._signer is not None:
+                self._signer.verify_headers(body, request.headers)
+            invocation = Invocation.from_bytes(body)
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(413, f"invocation body larger than {limit} bytes")
+        except SignatureError as exc:
+            return _refuse(401, str(exc))
+        except InvocationError as exc:
+            return _refuse(400, str(exc))
+        if self._full():
+            self.counters["rejected"] += 1
+            return _refuse(429, "all instances are busy and the queue is full",
+                           {"Retry-After": "1"})
+        self.counters["accepted"] += 1
+        self._waiting += 1  # counted now, so a burst of requests sees the queue fill up
+        task = asyncio.create_task(self._run(body, invocation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response({"accepted": True}, status=202)
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({
+            "status": "ok",
+            "instances": [{"pid": i.proc.pid, "port": i.port, "busy": i.busy}
+                          for i in self.instances],
+            "queued": self._waiting,
+            **self.counters,
+        })
+
+    # -- scheduling ------------------------------------------------------------------------
+    def _full(self) -> bool:
+        limit = self.settings.queue_limit
+        if limit is None or self._free_instance() is not None:
+            return False
+        can_start = len(self.instances) + self._starting < self.settings.max_instances
+        return self._waiting >= limit + (1 if can_start else 0)
+
+    def _free_instance(self) -> Instance | None:
+        for instance in self.instances:
+            if instance.alive and instance.busy < self.settings.instance_concurrency:
+                return instance
+        return None
+
+    async def _run(self, body: bytes, invocation: Invocation) -> None:
+        queued = True
+        try:
+            for attempt in range(self.settings.retries + 1):
+                instance = await self._acquire(queued)
+                queued = False
+                try:
+                    await self._forward(instance, body)
+                    return
+                except InstanceLost as exc:
+                    await self._lost(instance, invocation, str(exc))
+                finally:
+                    await self._release(instance)
+                if attempt == self.settings.retries:
+                    return
+        except InvocationError as exc:  # no instance could be started
+            await asyncio.to_thread(self._fail_run, invocation, exc)
+        finally:
+            if queued:
+                self._waiting -= 1
+
+    async def _acquire(self, queued: bool) -> Instance:
+        assert self._changed is not None
+        async with self._changed:
+            while True:
+                instance = self._free_instance()
+                if instance is not None:
+                    self._take(instance, queued)
+                    self.counters["warm_starts"] += 1
+                    return instance
+                if len(self.instances) + self._starting < self.settings.max_instances:
+                    self._starting += 1
+                    break
+                await self._changed.wait()
+        try:
+            instance = await self._start_instance()
+        finally:
+            async with self._changed:
+                self._starting -= 1
+                self._changed.notify_all()
+        async with self._changed:
+            self.instances.append(instance)
+            self._take(instance, queued)
+            self.counters["cold_starts"] += 1
+        return instance
+
+    def _take(self, instance: Instance, queued: bool) -> None:
+        instance.busy += 1
+        if queued:
+            self._waiting -= 1
+        if instance.idle_timer is not None:
+            instance.idle_timer.cancel()
+            instance.idle_timer = None
+
+    async def _release(self, instance: Instance) -> None:
+        instance.busy -= 1
+        if instance.alive and instance.busy == 0:
+            loop = asyncio.get_running_loop()
+            instance.idle_timer = loop.call_later(
+                self.settings.idle_timeout_s, self._retire, instance
+            )
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _retire(self, instance: Instance) -> None:
+        if instance.busy or not instance.alive:
+            return
+        self.counters["retired"] += 1
+        self._drop(instance)
+
+    def _drop(self, instance: Instance) -> None:
+        instance.alive = False
+        if instance in self.instances:
+            self.instances.remove(instance)
+        if instance.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                instance.proc.terminate()
+
+    # -- instances -------------------------------------------------------------------------
+    async def _forward(self, instance: Instance, body: bytes) -> None:
+        assert self._session is not None
+        headers = {"Content-Type": "application/json", WAIT_HEADER: "1"}
+        if self._signer is not None:
+            headers.update(self._signer.sign_headers(body))
+        self.counters["forwarded"] += 1
+        try:
+            async with self._session.post(instance.url, data=body, headers=headers) as resp:
+                text = await resp.text()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise InstanceLost(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status >= 300:
+            # The instance refused it (it re-verifies): nothing ran, nothing to retry.
+            print(f"instance {instance.worker_id} refused an invocation: {resp.status} {text}",
+                  file=sys.stderr, flush=True)
+
+    async def _lost(self, instance: Instance, invocation: Invocation, reason: str) -> None:
+        self.counters["lost"] += 1
+        self._drop(instance)
+        code = await instance.proc.wait()
+        why = f"worker instance {instance.proc.pid} exited with code {code} ({reason})"
+        event = ("lost", instance.worker_id, why)
+        with contextlib.suppress(RunGoneError):
+            await asyncio.to_thread(self.store.deliver, invocation.run_id, events=[event])
+
+    def _fail_run(self, invocation: Invocation, exc: InvocationError) -> None:
+        event = ("err", -1, serialization.dumps(exc), str(exc), "gateway")
+        with contextlib.suppress(RunGoneError):
+            self.store.deliver(invocation.run_id, events=[event])
+
+    async def _start_instance(self) -> Instance:
+        config = WorkerSettings(
+            store=self.settings.store, secret=self.settings.secret,
+            insecure=self.settings.insecure, max_age_s=self.settings.max_age_s,
+            concurrency=self.settings.instance_concurrency,
+            max_body_bytes=self.settings.max_body_bytes, invoke_url=self.url,
+            settings=self.settings.settings,
+        )
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker_runtime.http_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(config.to_json().encode() + b"\n")
+        await proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), INSTANCE_START_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            line = b""
+        text = line.decode(errors="replace").strip()
+        if not text.startswith(READY_LINE):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise InvocationError(f"a worker instance failed to start: {text or 'no output'}")
+        instance = Instance(proc, int(text.split()[-1]))
+        task = asyncio.create_task(self._watch(instance))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return instance
+
+    async def _watch(self, instance: Instance) -> None:
+        """Pass the instance's output on; its end means the process has exited."""
+        stream = instance.proc.stdout
+        assert stream is not None
+        async for line in stream:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        await instance.proc.wait()
+        if instance.alive:  # died while idle: forget it, the next invocation starts another
+            self._drop(instance)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def _open(self, _: web.Application) -> None:
+        self._changed = asyncio.Condition()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+
+    async def _close(self, _: web.Application) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for instance in list(self.instances):
+            self._drop(instance)
+            await instance.proc.wait()
+        if self._session is not None:
+            await self._session.close()
+        self.store.close()
+
+
+def _refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+async def start(gateway: Gateway) -> tuple[web.AppRunner, int]:
+    """Listen; returns the runner and the port actually bound."""
+    runner = web.AppRunner(gateway.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, gateway.settings.host, gateway.settings.port)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    host = gateway.settings.host if gateway.settings.host not in ("", "0.0.0.0") else "127.0.0.1"
+    gateway.url = f"http://{host}:{port}"
+    return runner, port
+
+
+def run(settings: GatewaySettings) -> None:
+    """Serve until SIGINT or SIGTERM (``daskless gateway``); prints the URL once listening."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        gateway = Gateway(settings)
+        runner, _ = await start(gateway)
+        print(f"{GATEWAY_READY_LINE} {gateway.url}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def command(store: str | None, host: str, port: int, max_instances: int,
+            idle_timeout_s: float, queue_limit: int | None, insecure: bool) -> int:
+    """``daskless gateway``: settings from the options and ``dask.config``; serve forever."""
+    import dask.config
+
+    run(GatewaySettings(
+        store=store or str(dask.config.get("daskless.store")),
+        secret=auth.take_secret(),
+        insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
+        max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),
+        host=host, port=port, max_instances=max_instances, idle_timeout_s=idle_timeout_s,
+        queue_limit=queue_limit,
+    ))
+    return 0

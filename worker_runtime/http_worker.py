@@ -1,0 +1,274 @@
+"""An HTTP function worker: the container a FaaS platform (Knative, OpenFaaS, Cloud Run) runs.
+
+It serves two routes on one aiohttp server:
+
+- ``POST /invoke``: the body is one invocation (JSON, :class:`~worker_runtime.protocol.Invocation`)
+  signed with the headers of :mod:`worker_runtime.auth`. In order, the worker answers
+  413 for a body larger than ``max_body_bytes`` (nothing is read past the limit), 401 for an
+  unsigned, tampered, stale or replayed invocation, 400 for a malformed one, 429 when
+  ``concurrency`` invocations already run here, and otherwise 202 at once, running the
+  invocation on one of its ``concurrency`` threads. Nothing is executed before the signature has
+  been verified. A request carrying ``X-Daskless-Wait: 1`` is answered 200 only once its
+  invocation has finished: the local gateway uses this to know when an instance is free, the way
+  a platform counts in-flight requests per container.
+- ``GET /healthz``: liveness and load, as JSON.
+
+Excess load is refused with 429 rather than queued: the platform in front (or the gateway) owns
+queueing, and the ``http`` invoker retries 429 with back-off, so nothing is lost.
+
+Invocations run with the same code as the warm process pool (:func:`worker_runtime.worker.handle`
+with a :class:`~worker_runtime.context.WorkerContext`); fan-out goes through an
+:class:`~worker_runtime.invokers.http.HttpInvoker` to ``invoke_url`` (the gateway or function URL;
+by default this worker itself), signed with the same secret, without waiting. The invocation is
+JSON and any inline sub-DAG is dropped: this worker unpickles only sub-DAGs and data read from its
+configured Redis. Replays are refused across instances through Redis (``SET NX``).
+
+Started by the gateway, the worker reads its settings as one JSON line on standard input (never
+command-line arguments: the store URL may hold a password, the secret must not show in process
+listings), prints ``daskless-http-worker-ready <port>`` once it listens, and exits when its
+standard input closes. ``daskless worker`` runs the same server in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from worker_runtime import auth, serialization
+from worker_runtime.context import WorkerContext
+from worker_runtime.errors import InvocationError, RunGoneError, SignatureError
+from worker_runtime.invokers.http import HttpInvoker
+from worker_runtime.process_worker import (
+    _configure_nested_computes,
+    _die_with_parent,
+    _exit_when_stdin_closes,
+)
+from worker_runtime.protocol import Invocation
+from worker_runtime.store.redis_store import RedisStore
+from worker_runtime.worker import handle
+
+READY_LINE = "daskless-http-worker-ready"
+WAIT_HEADER = "X-Daskless-Wait"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How one HTTP worker runs; ``secret=None`` needs ``insecure=True``."""
+
+    store: str
+    secret: str | None = None
+    insecure: bool = False
+    max_age_s: float = auth.DEFAULT_MAX_AGE_S
+    concurrency: int = 1
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    host: str = "127.0.0.1"
+    port: int = 0
+    invoke_url: str | None = None
+    # dask/daskless settings for computes nested inside tasks
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the secret and the store password never appear in logs
+        return f"WorkerSettings(host={self.host!r}, port={self.port})"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerSettings:
+        data = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self) | {"settings": dict(self.settings)})
+
+
+class HttpWorker:
+    """One worker instance: verification, admission and execution; see the module docstring."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        secret = auth.require_secret(settings.secret, settings.insecure, "the HTTP worker")
+        self.settings = settings
+        self.store = RedisStore(settings.store)
+        self.store.ping()
+        self.verifier = (
+            auth.Signer(secret, settings.max_age_s, auth.RedisSeenSignatures(self.store.client))
+            if secret
+            else None
+        )
+        self._outgoing = auth.Signer(secret, settings.max_age_s) if secret else None
+        self._executor = ThreadPoolExecutor(settings.concurrency, "daskless-http")
+        self._lock = threading.Lock()
+        self.running = 0
+        self.finished = 0
+        self.invoker: HttpInvoker | None = None
+        self.context: WorkerContext | None = None
+
+    def bind(self, url: str) -> None:
+        """Create the fan-out invoker once the URL invocations go to is known."""
+        self.invoker = HttpInvoker(
+            self.settings.invoke_url or url, self._outgoing, wait=False,
+            on_failure=self._report_undelivered,
+        )
+        self.context = WorkerContext(
+            store=self.store,
+            invoker=self.invoker,
+            # Recording warnings is process-wide; only safe with one invocation at a time.
+            forward_warnings=self.settings.concurrency == 1,
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.router.add_post("/invoke", self.invoke)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    # -- routes ----------------------------------------------------------------------------
+    async def invoke(self, request: web.Request) -> web.Response:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _refuse(413, f"invocation body larger than {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _refuse(413, f"invocation body larger than {limit} bytes")
+        try:
+            invocation = self.verified(body, request.headers)
+        except SignatureError as exc:
+            return _refuse(401, str(exc))
+        except InvocationError as exc:
+            return _refuse(400, str(exc))
+        if not self._admit():
+            return _refuse(429, f"{self.settings.concurrency} invocations already run here",
+                           {"Retry-After": "1"})
+        done = asyncio.get_running_loop().run_in_executor(self._executor, self._run, invocation)
+        if request.headers.get(WAIT_HEADER) == "1":
+            await done
+            return web.json_response({"finished": True}, status=200)
+        return web.json_response({"accepted": True}, status=202)
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({
+            "status": "ok",
+            "worker": self.context.worker_id if self.context else None,
+            "running": self.running,
+            "finished": self.finished,
+            "concurrency": self.settings.concurrency,
+        })
+
+    # -- work ------------------------------------------------------------------------------
+    def verified(self, body: bytes, headers: Mapping[str, str]) -> Invocation:
+        """The invocation in ``body`` once its signature checks out, without its inline spec."""
+        if self.verifier is not None:
+            self.verifier.verify_headers(body, headers)
+        return dataclasses.replace(Invocation.from_bytes(body), inline_spec=None)
+
+    def _admit(self) -> bool:
+        with self._lock:
+            if self.running >= self.settings.concurrency:
+                return False
+            self.running += 1
+            return True
+
+    def _run(self, invocation: Invocation) -> None:
+        assert self.context is not None, "bind() first"
+        try:
+            handle(invocation, self.context)
+        finally:
+            with self._lock:
+                self.running -= 1
+                self.finished += 1
+
+    def _report_undelivered(self, invocation: Invocation, exc: InvocationError) -> None:
+        """A fan-out that could not be delivered fails its run instead of stalling it."""
+        worker = self.context.worker_id if self.context else "http-worker"
+        event = ("err", -1, serialization.dumps(exc), str(exc), worker)
+        with contextlib.suppress(RunGoneError):
+            self.store.deliver(invocation.run_id, events=[event])
+
+    def close(self) -> None:
+        if self.invoker is not None:
+            self.invoker.close()
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+
+def _refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+async def start(worker: HttpWorker) -> tuple[web.AppRunner, int]:
+    """Listen on the configured address; the port actually bound is returned (for port 0)."""
+    runner = web.AppRunner(worker.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, worker.settings.host, worker.settings.port)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    host = worker.settings.host if worker.settings.host not in ("", "0.0.0.0") else "127.0.0.1"
+    worker.bind(f"http://{host}:{port}")
+    return runner, port
+
+
+async def _serve(settings: WorkerSettings, stop: asyncio.Event) -> None:
+    _configure_nested_computes(settings.store, settings.settings)
+    worker = HttpWorker(settings)
+    runner, port = await start(worker)
+    print(f"{READY_LINE} {port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        worker.close()
+
+
+def run(settings: WorkerSettings) -> None:
+    """Serve until SIGINT or SIGTERM (``daskless worker``)."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await _serve(settings, stop)
+
+    asyncio.run(main())
+
+
+def command(store: str | None, host: str, port: int, concurrency: int,
+            invoke_url: str | None, insecure: bool) -> int:
+    """``daskless worker``: settings from the options and ``dask.config``; serve forever."""
+    import dask.config
+
+    settings = WorkerSettings(
+        store=store or str(dask.config.get("daskless.store")),
+        secret=auth.take_secret(),
+        insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
+        max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),
+        concurrency=concurrency, host=host, port=port, invoke_url=invoke_url,
+    )
+    run(settings)
+    return 0
+
+
+def main() -> None:
+    """A gateway instance: settings on standard input; exits when standard input closes."""
+    _die_with_parent()
+    settings = WorkerSettings.from_json(sys.stdin.readline())
+    _exit_when_stdin_closes()
+    try:
+        run(settings)
+    except Exception as exc:  # the gateway shows this text as the reason the start failed
+        print(f"daskless-http-worker-failed {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
