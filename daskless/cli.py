@@ -77,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("info", help="show configuration and the redis-server in use")
     commands.add_parser("demo", help="run the demo computation")
     _add_serving_commands(commands)
+    from daskless.report.commands import add_commands as add_observability_commands
+
+    observability = add_observability_commands(commands)  # runs, report, dashboard
     args = parser.parse_args(argv)
-    return {"info": _info, "demo": _demo, "worker": _worker, "gateway": _gateway}[args.command](
-        args
-    )
+    handlers = {"info": _info, "demo": _demo, "worker": _worker, "gateway": _gateway}
+    return {**handlers, **observability}[args.command](args)
 
 
 if __name__ == "__main__":

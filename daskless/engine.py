@@ -147,7 +147,7 @@ class Engine:
                 raise
             finally:
                 recorder.lap("results")
-                recorder.finished(error)
+                recorder.finished(error, client.lost)
                 self._runs.pop(run_id, None)
                 # An unreachable store has already failed the run; its keys expire on their own.
                 with contextlib.suppress(StoreUnavailableError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from dask.utils import funcname, key_split
@@ -114,12 +114,12 @@ class RunRecorder:
         }
         self._write([["run", record]])
 
-    def finished(self, error: BaseException | None) -> None:
+    def finished(self, error: BaseException | None, lost: Iterable[str] = ()) -> None:
         self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
         if self.settings is not None:
             status = "ok" if error is None else f"{type(error).__name__}: {error}"[:500]
             self._write([["run-end", {"t": time.time(), "status": status,
-                                      "timings": self.timings}]])
+                                      "timings": self.timings, "lost": sorted(lost)}]])
         with _lock:
             listeners = list(_listeners)
         for listener in listeners:

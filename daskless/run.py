@@ -57,6 +57,7 @@ class RunClient:
         self.blobs = open_blobs(plan.options.blob_dir, plan.options.blob_threshold)
         self.active: Counter[str] = Counter()
         self.started = False
+        self.lost: set[str] = set()
         self.timeline: list[tuple[Hashable, float, float, str]] = []
 
     def submit(self) -> None:
@@ -110,6 +111,7 @@ class RunClient:
         elif kind == "done":
             self.active[event[1]] -= 1
         elif kind == "lost" and self.active[event[1]] > 0:
+            self.lost.add(event[1])  # its buffered metrics are gone too (see observe)
             raise WorkerLostError(
                 f"worker {event[1]} was lost while running part of run {self.run_id}: {event[2]}"
             )

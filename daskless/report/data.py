@@ -1,0 +1,218 @@
+"""A run's metrics as objects: read the records of one run's metrics stream and join them.
+
+Workers write compact records that refer to tasks by id and to workers by invocation
+(``worker_runtime.metrics``); the client's ``run`` record holds the plan (key, function,
+partition and inputs of every task). :func:`load_run` reads them all and :class:`RunMetrics`
+joins them into per-task, per-invocation and per-run facts. Readers (the HTML report, the
+dashboard, ``daskless runs``) only use this module's view.
+
+A run's metrics may still be arriving when it is read: workers upload their last batch when
+their invocation ends, which can be just after the client got its results. :func:`load_run`
+therefore keeps reading (blocking reads, no polling) until every task and every invocation is
+accounted for, a lost worker's invocations excepted, or until ``settle_s`` passes. What is still
+absent then is reported as missing, never invented.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker_runtime.store.base import Store
+
+
+@dataclass
+class TaskMetrics:
+    """What is known about one task of the plan (``start`` is None if no record arrived)."""
+
+    id: int
+    key: str
+    func: str
+    partition: int
+    deps: list[int]
+    inv: str | None = None
+    worker: str | None = None
+    start: float | None = None
+    end: float | None = None
+    erred: bool = False
+    runs: int = 0
+    # Inputs read from the store: input id -> (bytes, seconds of the fetch that read them).
+    downloads: dict[int, tuple[int, float]] = field(default_factory=dict)
+    output_bytes: int | None = None
+    upload_s: float = 0.0
+    fanin_s: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return (self.end - self.start) if self.start is not None and self.end is not None else 0.0
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.runs - 1)
+
+
+@dataclass
+class InvocationMetrics:
+    """One worker invocation: where it ran, whether it was a cold start, how it ended."""
+
+    inv: str
+    worker: str
+    partition: int
+    entries: int
+    start: float
+    cold: bool
+    startup_s: float | None
+    spec_s: float
+    spec_inline: bool
+    end: float | None = None
+    tasks: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class RunMetrics:
+    """Everything recorded about one run."""
+
+    run_id: str
+    started: float = 0.0
+    tasks: list[TaskMetrics] = field(default_factory=list)
+    requested: list[int] = field(default_factory=list)
+    partitions: int = 0
+    strategy: str = ""
+    invocations: dict[str, InvocationMetrics] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    status: str | None = None
+    ended: float | None = None
+    lost_workers: list[str] = field(default_factory=list)
+    records: int = 0
+
+    # -- reading records ---------------------------------------------------------------------
+
+    def add(self, records: Iterable[list[Any]]) -> None:
+        """Fold records in (in stream order)."""
+        for record in records:
+            self.records += 1
+            handler = getattr(self, "_on_" + str(record[0]).replace("-", "_"), None)
+            if handler is not None:
+                handler(*record[1:])
+
+    def _on_run(self, body: dict[str, Any]) -> None:
+        self.started = float(body["t"])
+        self.partitions = int(body["partitions"])
+        self.requested = list(body["requested"])
+        self.strategy = str(body.get("strategy", ""))
+        self.tasks = [TaskMetrics(i, key, func, part, list(deps))
+                      for i, (key, func, part, deps) in enumerate(body["tasks"])]
+
+    def _on_run_end(self, body: dict[str, Any]) -> None:
+        self.ended = float(body["t"])
+        self.status = str(body["status"])
+        self.timings = {str(k): float(v) for k, v in body["timings"].items()}
+        self.lost_workers = list(body.get("lost", []))
+
+    def _on_inv(self, inv: str, worker: str, partition: int, entries: int, t: float,
+                cold: bool, startup_s: float | None, spec_s: float, inline: bool) -> None:
+        self.invocations[inv] = InvocationMetrics(inv, worker, partition, entries, t, cold,
+                                                  startup_s, spec_s, inline)
+
+    def _on_end(self, inv: str, t: float, tasks: int, dropped: int) -> None:
+        found = self.invocations.get(inv)
+        if found is not None:
+            found.end, found.tasks, found.dropped = t, tasks, dropped
+
+    def _task(self, task_id: int) -> TaskMetrics | None:
+        return self.tasks[task_id] if 0 <= task_id < len(self.tasks) else None
+
+    def _on_task(self, inv: str, task_id: int, start: float, end: float,
+                 inputs: list[list[Any]]) -> None:
+        task = self._task(task_id)
+        if task is None:
+            return
+        task.inv, task.start, task.end = inv, start, end
+        task.runs += 1
+        found = self.invocations.get(inv)
+        task.worker = found.worker if found is not None else None
+        task.downloads = {int(d): (int(n), float(s)) for d, n, s in inputs}
+
+    def _on_err(self, inv: str, task_id: int, start: float, end: float) -> None:
+        task = self._task(task_id)
+        if task is not None:
+            task.inv, task.start, task.end, task.erred = inv, start, end, True
+            task.runs += 1
+            found = self.invocations.get(inv)
+            task.worker = found.worker if found is not None else None
+
+    def _on_flush(self, inv: str, start: float, end: float, sizes: list[list[int]],
+                  producers: list[int]) -> None:
+        seconds = end - start
+        for task_id, nbytes in sizes:
+            task = self._task(task_id)
+            if task is not None:
+                task.output_bytes, task.upload_s = nbytes, seconds
+        if producers:
+            share = seconds / len(producers)
+            for task_id in producers:
+                task = self._task(task_id)
+                if task is not None:
+                    task.fanin_s += share
+
+    # -- what readers ask --------------------------------------------------------------------
+
+    @property
+    def has_plan(self) -> bool:
+        return bool(self.tasks)
+
+    @property
+    def missing_tasks(self) -> list[int]:
+        """Tasks of the plan for which no record arrived (lost, unflushed or never run)."""
+        return [t.id for t in self.tasks if t.start is None]
+
+    @property
+    def unfinished_invocations(self) -> list[str]:
+        return [i.inv for i in self.invocations.values() if i.end is None]
+
+    @property
+    def complete(self) -> bool:
+        """All tasks recorded and every invocation ended (a lost worker's ones excepted)."""
+        if self.status is None:
+            return False
+        lost = set(self.lost_workers)
+        open_invs = [i for i in self.invocations.values() if i.end is None and i.worker not in lost]
+        return not open_invs and (not self.missing_tasks or self.status != "ok")
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """First start and last end among recorded tasks (the run's start if none)."""
+        starts = [t.start for t in self.tasks if t.start is not None]
+        ends = [t.end for t in self.tasks if t.end is not None]
+        if not starts:
+            return self.started, self.ended or self.started
+        return min(starts), max(ends)
+
+    def summary(self) -> str:
+        """One line: outcome, tasks, and what is missing from the metrics."""
+        done = len(self.tasks) - len(self.missing_tasks)
+        status = self.status or "running"
+        text = f"run {self.run_id}: {status}, {done}/{len(self.tasks)} tasks recorded"
+        if self.missing_tasks:
+            text += f"; metrics missing for {len(self.missing_tasks)} tasks"
+        if self.lost_workers:
+            text += f" (lost workers: {', '.join(self.lost_workers)})"
+        return text
+
+
+def load_run(store: Store, run_id: str, settle_s: float = 5.0) -> RunMetrics:
+    """Read a run's metrics; wait up to ``settle_s`` for late batches (see the module doc)."""
+    run = RunMetrics(run_id)
+    cursor, records = store.read_metrics(run_id, "0", timeout_s=0)
+    run.add(records)
+    deadline = time.monotonic() + settle_s
+    while not run.complete:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        cursor, records = store.read_metrics(run_id, cursor, timeout_s=min(left, 1.0))
+        run.add(records)
+    return run
