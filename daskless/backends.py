@@ -18,6 +18,8 @@ from worker_runtime.auth import Signer
 from worker_runtime.blobs import shared_memory_dir
 from worker_runtime.context import Invoker
 from worker_runtime.errors import ConfigurationError
+from worker_runtime.invokers.aws_lambda import SCHEME as LAMBDA_SCHEME
+from worker_runtime.invokers.aws_lambda import LambdaInvoker, LambdaSettings
 from worker_runtime.invokers.http import HttpInvoker
 from worker_runtime.invokers.processes import LostCallback, ProcessPool
 from worker_runtime.invokers.threads import ThreadInvoker
@@ -89,7 +91,28 @@ def open_invoker(
     if name.startswith(HTTP_SCHEMES):
         http = _http_invoker(name, store)
         return http, http.close
+    if name.startswith(LAMBDA_SCHEME):
+        invoker = _lambda_invoker(name, store)
+        return invoker, invoker.close
     raise ConfigurationError(f"daskless.invoker must be 'processes' or 'threads', not {name!r}")
+
+
+def _lambda_invoker(name: str, store: Store) -> LambdaInvoker:
+    """``lambda://function``: the function must reach the store and share the secret."""
+    url = getattr(store, "url", "")
+    if not url.startswith(("redis://", "rediss://")):
+        raise ConfigurationError(
+            f"daskless.invoker={name!r} needs a Redis the Lambda function can reach: set "
+            f"daskless.store to a redis:// or rediss:// URL (not {url or 'memory'!r})"
+        )
+    secret = dask.config.get("daskless.auth.secret", None)
+    if not secret:
+        raise ConfigurationError(
+            f"daskless.invoker={name!r} needs daskless.auth.secret (environment variable "
+            f"DASK_DASKLESS__AUTH__SECRET), the same secret the function has"
+        )
+    settings = LambdaSettings.from_config(name, dask.config.get("daskless.lambda", None))
+    return LambdaInvoker(settings, Signer(str(secret)))
 
 
 def _http_invoker(name: str, store: Store) -> HttpInvoker:

@@ -1,0 +1,260 @@
+"""The ``lambda://`` invoker end to end: real boto3, a real Invoke API emulator, a real Redis.
+
+A smoke set of the ``daskless.get`` contract runs through Lambda invocations (the contract's own
+test functions, called with a Lambda engine), then the Lambda-specific behaviour: warm instances,
+signed envelopes only, throttling, a function instance dying mid-invocation, bad settings.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+import pytest
+import redis
+from dask import delayed
+
+import daskless
+from tests.conformance import test_contract as contract
+from tests.lambda_support import (
+    FUNCTION,
+    SECRET,
+    emulator,
+    invoke_sync,
+    lambda_config,
+    lambda_engine,
+)
+from worker_runtime import keys, serialization
+from worker_runtime.auth import Signer
+from worker_runtime.context import current
+from worker_runtime.invokers.aws_lambda import LambdaSettings, make_client
+from worker_runtime.lambda_emulator import EmulatorThread
+from worker_runtime.protocol import Invocation, SubDAG, TaskInfo
+from worker_runtime.redis_server import RedisServer
+from worker_runtime.store.redis_store import RedisStore
+
+
+@pytest.fixture(scope="module")
+def running(redis_server: RedisServer) -> Iterator[EmulatorThread]:
+    # Four instances at most: a cold start imports dask, numpy and boto3, on a shared machine.
+    with emulator(redis_server.url, max_concurrency=4) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def engine(redis_server: RedisServer, running: EmulatorThread) -> Iterator[daskless.Engine]:
+    # Invocations beyond the four running ones are throttled until an instance is free.
+    with lambda_engine(redis_server.url, running.url, max_attempts=80, max_backoff=0.5) as eng:
+        yield eng
+
+
+@pytest.fixture
+def lambda_engine_clean(engine: daskless.Engine, redis_url: str) -> daskless.Engine:
+    """The module's engine, its Redis emptied first."""
+    return engine
+
+
+@pytest.fixture
+def client(running: EmulatorThread) -> Any:
+    return make_client(LambdaSettings(FUNCTION, "us-east-1", running.url))
+
+
+# -- the contract, through Lambda ---------------------------------------------------------------
+
+
+def test_delayed_tree(lambda_engine_clean: daskless.Engine) -> None:
+    assert dask.compute(contract.tree(64), scheduler=lambda_engine_clean.get) == (
+        sum(range(1, 65)),
+    )
+
+
+def test_collections(lambda_engine_clean: daskless.Engine) -> None:
+    contract.test_collections(lambda_engine_clean)
+
+
+def test_task_error_keeps_its_type(lambda_engine_clean: daskless.Engine) -> None:
+    contract.test_task_error_keeps_its_type_and_remote_traceback(lambda_engine_clean)
+
+
+def test_compute_nested_in_a_task(lambda_engine_clean: daskless.Engine) -> None:
+    contract.test_compute_nested_in_a_task(lambda_engine_clean)
+
+
+def test_persist(lambda_engine_clean: daskless.Engine) -> None:
+    contract.test_persist_keeps_data_in_the_store(lambda_engine_clean)
+
+
+def test_task_warnings_reach_the_caller(lambda_engine_clean: daskless.Engine) -> None:
+    contract.test_task_warnings_reach_the_caller(lambda_engine_clean)
+
+
+def test_run_keys_are_gone_afterwards(
+    lambda_engine_clean: daskless.Engine, redis_client: redis.Redis
+) -> None:
+    dask.compute(contract.tree(128), scheduler=lambda_engine_clean.get)
+    left = [k.decode() for k in redis_client.scan_iter()]
+    # Accepted signatures (replay protection) outlive a run; its own keys do not.
+    assert any(k.startswith("dl:auth:seen:") for k in left)
+    assert not [k for k in left if k.startswith(keys.PREFIX + ":run:")]
+
+
+def test_instances_are_reused_warm(lambda_engine_clean: daskless.Engine,
+                                   running: EmulatorThread) -> None:
+    before = running.stats(FUNCTION)
+    cold_before, calls_before = before.cold_starts, before.invocations
+    for _ in range(3):
+        dask.compute(contract.tree(32), scheduler=lambda_engine_clean.get)
+    after = running.stats(FUNCTION)
+    calls, cold = after.invocations - calls_before, after.cold_starts - cold_before
+    assert calls >= 3
+    # Instances outlive their invocations: later computes run on instances started earlier,
+    # and no more instances exist than may run at once.
+    assert cold < calls
+    assert after.cold_starts - after.crashed <= 4
+
+
+# -- only signed invocations run --------------------------------------------------------------
+
+
+MARKER = "test:lambda:marker"
+
+
+def _write_marker(values: Any) -> int:
+    """The only task of the live run below: proves that an invocation ran."""
+    context = current()
+    assert context is not None
+    context.store.client.set(MARKER, b"ran")  # type: ignore[attr-defined]
+    return 1
+
+
+def _live_run(store_url: str) -> Invocation:
+    """A real stored run whose one task writes :data:`MARKER`, and an invocation of it."""
+    task = TaskInfo(0, "marker", _write_marker, (), (), (), (), 0, True, True)
+    spec = SubDAG("victim", 0, {0: task})
+    store = RedisStore(store_url)
+    store.create_run("victim", {0: serialization.dumps(spec)}, 60)
+    store.close()
+    return Invocation(run_id="victim", partition=0, entries=(0,))
+
+
+@pytest.mark.parametrize("kind", ["unsigned", "tampered", "stale", "wrong-secret", "replayed"])
+def test_bad_envelopes_are_refused_and_run_nothing(
+    kind: str, client: Any, redis_url: str, redis_client: redis.Redis
+) -> None:
+    body = _live_run(redis_url).to_bytes()
+    signer = Signer(SECRET)
+    envelope: Any
+    if kind == "unsigned":
+        envelope = {"invocation": body.decode()}
+    elif kind == "tampered":
+        envelope = signer.sign_envelope(body)
+        envelope["invocation"] = envelope["invocation"].replace('"entries":[0]', '"entries":[1]')
+    elif kind == "stale":
+        envelope = Signer(SECRET, clock=lambda: time.time() - 3600).sign_envelope(body)
+    elif kind == "wrong-secret":
+        envelope = Signer("not-the-secret").sign_envelope(body)
+    else:
+        envelope = signer.sign_envelope(body)
+        assert invoke_sync(client, envelope)[0] is None  # accepted once: it ran
+        assert redis_client.getdel(MARKER) == b"ran"
+    events_before = redis_client.xlen(keys.run_key("victim", "events"))
+    error, payload = invoke_sync(client, envelope)
+    assert error == "Unhandled"
+    assert payload["errorType"] == "SignatureError"
+    # Nothing ran: no marker, no event on the run.
+    assert redis_client.get(MARKER) is None
+    assert redis_client.xlen(keys.run_key("victim", "events")) == events_before
+
+
+def test_a_signed_invocation_runs(client: Any, redis_url: str, redis_client: redis.Redis) -> None:
+    body = _live_run(redis_url).to_bytes()
+    error, payload = invoke_sync(client, Signer(SECRET).sign_envelope(body))
+    assert error is None and payload["run"] == "victim"
+    assert payload["worker"].startswith(f"{FUNCTION}:")
+    assert redis_client.get(MARKER) == b"ran"
+
+
+def test_a_signed_invocation_of_a_gone_run_is_accepted_quietly(
+    client: Any, redis_client: redis.Redis
+) -> None:
+    body = Invocation(run_id="gone", partition=0, entries=(0,)).to_bytes()
+    error, payload = invoke_sync(client, Signer(SECRET).sign_envelope(body))
+    assert error is None and payload["run"] == "gone"
+    assert payload["worker"].startswith(f"{FUNCTION}:")
+
+
+# -- throttling, crashes, settings -------------------------------------------------------------
+
+
+def _wide(n: int) -> Any:
+    return delayed(sum)([delayed(contract.inc)(i) for i in range(n)])
+
+
+def test_throttled_invocations_are_retried(redis_url: str) -> None:
+    with emulator(redis_url, max_concurrency=1) as emu, lambda_engine(
+        redis_url, emu.url, max_concurrency=8, max_attempts=40, max_backoff=0.5
+    ) as eng:
+        (resources,) = eng._resources.values()
+        invoker: Any = resources.invoker
+        sent_before = invoker.attempts
+        # 24 independent branches in many partitions: the client invokes them all at once.
+        got = dask.compute(_wide(24), scheduler=eng.get, num_workers=4)
+        assert got == (sum(range(1, 25)),)
+        assert emu.stats(FUNCTION).throttled > 0
+        assert invoker.attempts - sent_before > emu.stats(FUNCTION).invocations - 1
+
+
+def test_throttling_past_the_retry_budget_is_an_invocation_error(redis_url: str) -> None:
+    with emulator(redis_url, max_concurrency=1, timeout_s=60) as emu, lambda_engine(
+        redis_url, emu.url, max_concurrency=8, max_attempts=1
+    ) as eng, pytest.raises(daskless.exceptions.InvocationError, match="TooManyRequests"):
+        eng.get({f"s{i}": (time.sleep, 0.2) for i in range(16)}, [f"s{i}" for i in range(16)],
+                num_workers=4)
+
+
+def _die(x: int) -> int:
+    os._exit(3)
+
+
+def test_an_instance_killed_mid_invocation_is_a_named_error(
+    lambda_engine_clean: daskless.Engine, running: EmulatorThread
+) -> None:
+    crashed = running.stats(FUNCTION).crashed
+    with pytest.raises(daskless.exceptions.WorkerLostError, match="exit status 3"):
+        lambda_engine_clean.get({"a": 1, "b": (_die, "a")}, "b")
+    assert running.stats(FUNCTION).crashed == crashed + 1
+    # The function keeps serving.
+    assert dask.compute(contract.tree(16), scheduler=lambda_engine_clean.get) == (136,)
+
+
+def test_an_unknown_function_is_an_invocation_error(
+    redis_url: str, running: EmulatorThread
+) -> None:
+    with dask.config.set(lambda_config(running.url)), daskless.Engine(
+        store=redis_url, invoker="lambda://no-such-function"
+    ) as eng, pytest.raises(daskless.exceptions.InvocationError, match="ResourceNotFound"):
+        eng.get({"x": 1}, "x")
+
+
+@pytest.mark.parametrize(
+    ("store", "settings", "message"),
+    [
+        ("memory", {}, "needs a Redis the Lambda function can reach"),
+        ("embedded", {}, "needs a Redis the Lambda function can reach"),
+        (None, {"daskless.auth.secret": None}, "needs daskless.auth.secret"),
+        (None, {"daskless.lambda.max-concurrency": 0}, "max_concurrency must be at least 1"),
+        (None, {"daskless.lambda.colour": "blue"}, "unknown daskless.lambda settings"),
+    ],
+)
+def test_bad_settings_are_configuration_errors(
+    redis_url: str, running: EmulatorThread, store: str | None, settings: dict[str, Any],
+    message: str,
+) -> None:
+    config = {**lambda_config(running.url), **settings}
+    with dask.config.set(config), daskless.Engine(
+        store=store or redis_url, invoker=f"lambda://{FUNCTION}"
+    ) as eng, pytest.raises(daskless.exceptions.ConfigurationError, match=message):
+        eng.get({"x": 1}, "x")

@@ -1,0 +1,191 @@
+"""The AWS Lambda entry point: ``worker_runtime.lambda_handler.handler``.
+
+A Lambda instance is a warm worker like a process of the local pool, and runs invocations with
+the same code (:func:`worker_runtime.worker.handle`); only its surroundings differ:
+
+- **Cold and warm starts.** The first event an instance sees reads its settings from the
+  environment, connects to Redis and builds the Lambda client it fans out with; all of that
+  lives in module globals (:data:`_warm`) and serves every later event of the instance, as do
+  the sub-DAG cache and the originals of shipped outputs. The result of an invocation says
+  which kind of start it was.
+- **Settings** come from the function's environment: the store from ``DASKLESS_STORE`` or
+  ``DASK_DASKLESS__STORE`` (a ``redis://``/``rediss://`` URL), the secret from
+  ``DASK_DASKLESS__AUTH__SECRET`` (read once and removed from the environment, so tasks cannot
+  find it), the ``daskless.lambda`` settings from ``DASK_DASKLESS__LAMBDA__...`` variables. The
+  function invokes itself for fan-out (``AWS_LAMBDA_FUNCTION_NAME``, set by the platform).
+- **Only signed events run.** An event is the signed envelope of :mod:`worker_runtime.auth`;
+  an unsigned, tampered, stale or replayed one raises
+  :class:`~worker_runtime.errors.SignatureError` before anything is read or run. Replays are
+  refused across all instances through Redis.
+- **A worker id per invocation** (``<function>:<request id>``). The platform knows an
+  invocation by its request id, so when an instance dies mid-invocation (a task calls
+  ``os._exit``, runs out of memory, segfaults), the platform's on-failure record names the same
+  id. The function is its own on-failure destination (see ``deploy/aws/template.yaml``): given
+  such a record it checks the original envelope's signature and appends a ``lost`` event for
+  that worker to the run, which the client turns into
+  :class:`~worker_runtime.errors.WorkerLostError` instead of waiting forever. A record's
+  envelope has been used once already and may be older than the replay window, so for records
+  only the signature itself is checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dask.config
+
+from worker_runtime.auth import (
+    DEFAULT_MAX_AGE_S,
+    RedisSeenSignatures,
+    Signer,
+    secret_from_environment,
+)
+from worker_runtime.context import Keepalive, SpecCache, WorkerContext
+from worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
+from worker_runtime.invokers.aws_lambda import SCHEME, LambdaInvoker, LambdaSettings
+from worker_runtime.process_worker import _configure_nested_computes
+from worker_runtime.protocol import Invocation
+from worker_runtime.store.redis_store import RedisStore
+from worker_runtime.worker import handle
+
+STORE_ENVS = ("DASKLESS_STORE", "DASK_DASKLESS__STORE")
+FUNCTION_ENV = "AWS_LAMBDA_FUNCTION_NAME"
+
+
+class _EveryUseIsFirst:
+    """Replay memory for on-failure records, whose envelope was accepted once already."""
+
+    def first_use(self, signature: str, ttl_s: float) -> bool:
+        return True
+
+
+@dataclass
+class WarmState:
+    """What an instance keeps between invocations."""
+
+    function: str
+    store: RedisStore
+    signer: Signer
+    record_signer: Signer
+    invoker: LambdaInvoker
+    specs: SpecCache
+    keepalive: Keepalive
+    invocations: int = 0
+
+
+_warm: WarmState | None = None
+
+
+def store_url(environ: Mapping[str, str]) -> str:
+    """The Redis URL the function's environment names."""
+    url = next((environ[name] for name in STORE_ENVS if environ.get(name)), None)
+    if url is None:
+        url = dask.config.get("daskless.store", None)
+    if not url or not str(url).startswith(("redis://", "rediss://")):
+        raise ConfigurationError(
+            f"a Lambda worker needs a Redis it can reach: set {STORE_ENVS[0]} (or "
+            f"{STORE_ENVS[1]}) to a redis:// or rediss:// URL, not {url!r}"
+        )
+    return str(url)
+
+
+def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
+    """Read the settings, connect to the store and make the fan-out client."""
+    secret = secret_from_environment()
+    if not secret:
+        raise ConfigurationError(
+            "a Lambda worker needs the invocation secret: set DASK_DASKLESS__AUTH__SECRET"
+        )
+    function = environ.get(FUNCTION_ENV)
+    if not function:
+        raise ConfigurationError(f"{FUNCTION_ENV} is not set: is this running in Lambda?")
+    url = store_url(environ)
+    store = RedisStore(url)
+    store.ping()
+    max_age = float(dask.config.get("daskless.auth.max-age", None) or DEFAULT_MAX_AGE_S)
+    settings = LambdaSettings.from_config(
+        SCHEME + function, dask.config.get("daskless.lambda", None)
+    )
+    signer = Signer(secret, max_age, seen=RedisSeenSignatures(store.client))
+    # Computes nested in a task run on threads of this instance, against the same store.
+    _configure_nested_computes(url, {})
+    return WarmState(
+        function=function,
+        store=store,
+        signer=signer,
+        record_signer=Signer(secret, math.inf, seen=_EveryUseIsFirst()),
+        invoker=LambdaInvoker(settings, signer),
+        specs=SpecCache(),
+        keepalive=Keepalive(),
+    )
+
+
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    """Run one signed invocation (or record a lost one); see the module docstring."""
+    global _warm
+    cold = _warm is None
+    if _warm is None:
+        _warm = cold_start()
+    warm = _warm
+    warm.invocations += 1
+    if is_failure_record(event):
+        return report_lost(warm, event)
+    invocation = Invocation.from_bytes(warm.signer.verify_envelope(event))
+    worker_id = f"{warm.function}:{_request_id(context)}"
+    worker = WorkerContext(
+        store=warm.store,
+        invoker=warm.invoker,
+        worker_id=worker_id,
+        specs=warm.specs,
+        keepalive=warm.keepalive,
+        forward_warnings=True,
+    )
+    handle(invocation, worker)
+    return {"run": invocation.run_id, "partition": invocation.partition,
+            "worker": worker_id, "cold": cold, "pid": os.getpid()}
+
+
+def is_failure_record(event: Any) -> bool:
+    """Whether ``event`` is the platform's record of an asynchronous invocation that failed."""
+    return (
+        isinstance(event, Mapping)
+        and isinstance(event.get("requestContext"), Mapping)
+        and "requestPayload" in event
+    )
+
+
+def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Tell the failed invocation's run that its worker is gone."""
+    body = warm.record_signer.verify_envelope(record.get("requestPayload"))
+    invocation = Invocation.from_bytes(body)
+    request = record["requestContext"]
+    worker_id = f"{warm.function}:{request.get('requestId', '')}"
+    reason = _failure_reason(record)
+    # A run that already ended has nobody waiting for this worker.
+    with contextlib.suppress(RunGoneError):
+        warm.store.deliver(invocation.run_id, events=[("lost", worker_id, reason)])
+    return {"run": invocation.run_id, "lost": worker_id, "reason": reason, "t": time.time()}
+
+
+def _failure_reason(record: Mapping[str, Any]) -> str:
+    response = record.get("responsePayload")
+    if isinstance(response, Mapping):
+        text = str(response.get("errorMessage") or response.get("errorType") or "")
+    else:
+        text = json.dumps(response)[:500] if response is not None else ""
+    condition = record["requestContext"].get("condition", "failed")
+    return f"Lambda invocation failed ({condition}): {text or 'no error message'}"
+
+
+def _request_id(context: Any) -> str:
+    request_id = getattr(context, "aws_request_id", None)
+    if not request_id:
+        raise InvocationError("the platform gave no request id for this invocation")
+    return str(request_id)
