@@ -9,11 +9,13 @@ user would, with its settings in the environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from aiohttp import web
@@ -38,6 +40,72 @@ def serving(server: gateway.Gateway | http_worker.HttpWorker) -> Iterator[str]:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
         if isinstance(server, http_worker.HttpWorker):
             server.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+class Recorder:
+    """A stand-in function URL that records each request and answers from a script.
+
+    ``answers`` are the statuses of the first requests (then 202). Each request is put on
+    ``requests`` as ``(body, headers)``, so a test blocks on the queue instead of polling.
+    ``hold`` makes handlers wait until that many requests are in flight at once (or 5 s).
+    """
+
+    def __init__(self, answers: Sequence[int] = (), hold: int = 0) -> None:
+        self.answers = list(answers)
+        self.requests: queue.Queue[tuple[bytes, dict[str, str]]] = queue.Queue()
+        self.hold = hold
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._crowd: asyncio.Condition | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/fn/invoke", self._invoke)
+        return app
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.put((body, dict(request.headers)))
+        status = self.answers.pop(0) if self.answers else 202
+        if self.hold:
+            await self._wait_for_crowd()
+        return web.json_response({}, status=status)
+
+    async def _wait_for_crowd(self) -> None:
+        if self._crowd is None:
+            self._crowd = asyncio.Condition()
+        async with self._crowd:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._crowd.notify_all()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._crowd.wait_for(lambda: self.in_flight >= self.hold), 5
+                )
+            self.in_flight -= 1
+
+
+@contextmanager
+def serving_app(app: web.Application) -> Iterator[str]:
+    """Serve a plain aiohttp app on a free loopback port in a background thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> web.AppRunner:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
