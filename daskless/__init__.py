@@ -15,6 +15,8 @@ _config.load_defaults()
 
 from daskless.engine import Engine  # noqa: E402
 from daskless.exceptions import DasklessError  # noqa: E402
+from daskless.progress import progress  # noqa: E402
+from daskless.report import performance_report  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -24,4 +26,4 @@ get = default_engine.get
 
 dask.base.named_schedulers["daskless"] = get
 
-__all__ = ["DasklessError", "Engine", "default_engine", "get"]
+__all__ = ["DasklessError", "Engine", "default_engine", "get", "performance_report", "progress"]

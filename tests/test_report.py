@@ -1,0 +1,154 @@
+"""The performance report, the ``runs``/``report`` commands and the progress bar.
+
+The report's HTML is parsed and its sections and figures are checked against the run's raw
+metric records read straight from the store.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import pathlib
+from collections import Counter
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from typing import Any
+
+import dask
+import pytest
+from dask import delayed
+
+import daskless
+from daskless import cli
+from daskless.report.data import load_run
+from worker_runtime.store.redis_store import RedisStore
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def tree(leaves: int) -> Any:
+    xs = [delayed(inc)(i) for i in range(leaves)]
+    while len(xs) > 1:
+        xs = [delayed(add)(xs[i], xs[i + 1]) for i in range(0, len(xs), 2)]
+    return xs[0]
+
+
+class Page(HTMLParser):
+    """Collects sections, task shapes and the embedded run data of a report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.bars: list[dict[str, str]] = []
+        self.nodes: list[dict[str, str]] = []
+        self.critical: list[int] = []
+        self.urls: list[str] = []
+        self.data: list[dict[str, Any]] = []
+        self._in_data = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.urls += [v for k, v in a.items() if k in ("src", "href")]
+        if tag == "section":
+            self.sections.append(a["id"].rsplit("-", 1)[0])
+        elif tag == "rect" and a.get("class") == "task":
+            self.bars.append(a)
+        elif tag == "circle" and a.get("class") == "node":
+            self.nodes.append(a)
+        elif tag == "p" and a.get("class") == "critical-path":
+            self.critical = [int(t) for t in a["data-tasks"].split(",")]
+        self._in_data = tag == "script" and a.get("class") == "run-data"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_data:
+            self.data.append(json.loads(data))
+            self._in_data = False
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisStore]:
+    store = RedisStore(redis_url)
+    yield store
+    store.close()
+
+
+def test_report_sections_and_figures_match_the_run_events(
+    redis_url: str, store: RedisStore, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "report.html"
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine, \
+            daskless.performance_report(path) as report:
+        (total,) = dask.compute(tree(64), scheduler=engine.get)
+    assert total == sum(range(1, 65))
+    (run,) = report.metrics
+    _, records = store.read_metrics(run.run_id, "0", timeout_s=0)
+    plan = next(r[1] for r in records if r[0] == "run")
+    workers = {r[1]: r[2] for r in records if r[0] == "inv"}
+    tasks = {r[2]: r for r in records if r[0] == "task"}
+    assert len(tasks) == len(plan["tasks"]) == 127
+
+    page = Page()
+    page.feed(path.read_text())
+    assert page.sections == ["timings", "task-stream", "dag", "transfers", "functions",
+                             "workers"]
+    assert page.urls == []  # self-contained: nothing is loaded from elsewhere
+    assert {int(b["data-task"]): b["data-worker"] for b in page.bars} == {
+        task_id: workers[r[1]] for task_id, r in tasks.items()}
+    assert len(page.nodes) == 127
+    (data,) = page.data
+    assert data["run_id"] == run.run_id and data["status"] == "ok"
+    assert data["recorded"] == 127
+    assert data["functions"] == dict(Counter(plan["tasks"][t][1] for t in tasks))
+    assert data["workers"] == dict(Counter(workers[r[1]] for r in tasks.values()))
+    downloads = [i for r in tasks.values() for i in r[5]]
+    assert data["transfers"]["via store"] == {"edges": len(downloads),
+                                              "bytes": sum(n for _, n, _ in downloads)}
+    edges = sum(len(deps) for _, _, _, deps in plan["tasks"])
+    assert data["transfers"]["local"]["edges"] == edges - len(downloads)
+    # The critical path is a chain of the DAG from a source to the final task.
+    path_ids = page.critical
+    assert plan["tasks"][path_ids[0]][3] == []
+    for before, after in itertools.pairwise(path_ids):
+        assert before in plan["tasks"][after][3]
+    assert path_ids[-1] == plan["requested"][0]
+
+
+def test_runs_and_report_commands_read_stored_metrics(
+    redis_url: str, store: RedisStore, tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with daskless.Engine(store=redis_url, invoker="threads", workers=2) as engine:
+        dask.compute(tree(16), scheduler=engine.get)
+        assert engine.last_run is not None
+        run_id = engine.last_run.run_id
+    assert cli.main(["runs", "--store", redis_url]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split()[:3] == ["run", "started", "(UTC)"]
+    assert listing[1].split()[0] == run_id and "ok" in listing[1].split()
+    out = tmp_path / "r.html"
+    assert cli.main(["report", run_id[:8], "-o", str(out), "--store", redis_url]) == 0
+    assert "31/31 tasks recorded" in capsys.readouterr().out
+    assert f'data-run="{run_id}"' in out.read_text()
+    assert cli.main(["report", "nope", "--store", redis_url]) == 2
+    assert "has no stored metrics" in capsys.readouterr().err
+    assert cli.main(["runs", "--store", "embedded"]) == 2
+    assert "need a Redis store" in capsys.readouterr().err
+    assert load_run(store, run_id).missing_tasks == []
+
+
+def test_progress_bar_counts_every_task() -> None:
+    stream = io.StringIO()
+    with daskless.Engine(store="memory", invoker="threads", workers=2) as engine:
+        with daskless.progress(file=stream, ascii=True):
+            dask.compute(tree(16), scheduler=engine.get)
+        assert "31/31" in stream.getvalue()
+        with dask.config.set({"daskless.progress": True}):
+            # The configured bar writes to stderr; here it must simply not break the compute.
+            assert dask.compute(tree(4), scheduler=engine.get) == (10,)
