@@ -77,6 +77,8 @@ class FunctionStats:
     throttled: int = 0
     failed: int = 0
     crashed: int = 0
+    largest_payload: int = 0
+    last_payload: int = 0
 
 
 def _error(status: int, code: str, message: str, **extra: str) -> web.Response:
@@ -185,15 +187,17 @@ class Function:
     async def call(self, request_id: str, payload: bytes) -> tuple[bool, Any]:
         """Run one reserved invocation on a warm instance, or a new one."""
         self.stats.invocations += 1
-        instance = self._idle.pop() if self._idle else await self._start_instance()
+        self.stats.largest_payload = max(self.stats.largest_payload, len(payload))
+        self.stats.last_payload = len(payload)
         try:
+            instance = self._idle.pop() if self._idle else await self._start_instance()
             ok, body = await instance.run(request_id, payload, self.config.timeout_s)
-        finally:
             if instance.alive:
                 self._idle.append(instance)
             else:
                 self._all.discard(instance)
                 self.stats.crashed += 1
+        finally:
             self._in_flight -= 1
             async with self._freed:
                 self._freed.notify_all()
@@ -293,6 +297,12 @@ class LambdaEmulator:
         task.add_done_callback(self._background.discard)
 
     async def _run_event(self, fn: Function, request_id: str, payload: bytes) -> None:
+        try:
+            await self._run_event_to_end(fn, request_id, payload)
+        except Exception:  # nobody waits for an Event invocation: report it here
+            traceback.print_exc()
+
+    async def _run_event_to_end(self, fn: Function, request_id: str, payload: bytes) -> None:
         ok, body = await fn.call(request_id, payload)
         target = fn.config.on_failure
         if ok or target is None:

@@ -45,7 +45,7 @@ from worker_runtime.auth import (
     DEFAULT_MAX_AGE_S,
     RedisSeenSignatures,
     Signer,
-    secret_from_environment,
+    take_secret,
 )
 from worker_runtime.context import Keepalive, SpecCache, WorkerContext
 from worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
@@ -98,7 +98,7 @@ def store_url(environ: Mapping[str, str]) -> str:
 
 def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
     """Read the settings, connect to the store and make the fan-out client."""
-    secret = secret_from_environment()
+    secret = take_secret()
     if not secret:
         raise ConfigurationError(
             "a Lambda worker needs the invocation secret: set DASK_DASKLESS__AUTH__SECRET"
