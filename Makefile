@@ -9,7 +9,7 @@ STAMP = $(VENV)/.installed
 # Lint only the folders that exist: some are added later than others.
 LINT_DIRS = $(wildcard daskless worker_runtime scheduler tests benchmarks)
 
-.PHONY: demo test lint typecheck unit compat bench clean
+.PHONY: demo test lint typecheck unit compat bench clean browser
 # `make test` runs its steps in order and stops at the first failure, even under `make -j`.
 .NOTPARALLEL:
 
@@ -30,8 +30,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy daskless worker_runtime scheduler
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 tests
+
+# The dashboard test drives the system's Chromium (never a downloaded browser). Install it when
+# it is missing and this user may; otherwise the test fails and says how to install it.
+CHROMIUM = /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+		elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+			sudo apt-get update -q && sudo apt-get install -y -q chromium; \
+		else echo "$(CHROMIUM) is missing and this user cannot install it" \
+			"(apt-get install -y chromium): the dashboard test will fail" >&2; fi; \
+	fi
 
 compat: $(STAMP)
 	$(PY) -m tests.dask_compat

@@ -125,6 +125,8 @@ class Recorder:
             "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
             cold, startup, spec_s, invocation.inline_spec is not None,
         ])
+        if self.policy.due(len(self.records), 0.0):  # "task": the start is news too
+            self.upload()
 
     def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
         """``store.fetch`` with each input's size and the download time remembered."""
