@@ -33,6 +33,7 @@ OUTPUT = pathlib.Path(__file__).parent / "output"
 GATE = threading.Event()
 STARTED = threading.Event()
 LEAVES = 32
+SEEK = "s => { s.value = VALUE; s.dispatchEvent(new Event('input')) }"  # move the replay slider
 TASKS = 2 * LEAVES - 1
 
 
@@ -123,10 +124,10 @@ def test_dashboard_follows_a_run_live_and_replays_it(
             keep(page, tmp_path, "dashboard-run.png")
 
             page.click("button[data-colour=worker]")
-            page.eval_on_selector("#slider", "s => { s.value = 0; s.dispatchEvent(new Event('input')) }")
+            page.eval_on_selector("#slider", SEEK.replace("VALUE", "0"))
             page.wait_for_function(
                 "document.querySelectorAll('#dag circle[data-state=done]').length === 0")
-            page.eval_on_selector("#slider", "s => { s.value = 500; s.dispatchEvent(new Event('input')) }")
+            page.eval_on_selector("#slider", SEEK.replace("VALUE", "500"))
             keep(page, tmp_path, "dashboard-replay.png")
 
             page.goto(f"{dashboard.url}/")
