@@ -73,10 +73,15 @@ def metrics_settings() -> MetricsSettings | None:
 def task_table(plan: Plan) -> list[list[Any]]:
     """``[key, function, partition, input ids]`` per task id: what readers need of the plan."""
     table: list[list[Any]] = []
+    names: dict[int, str] = {}  # by id(func): a graph has few distinct functions
     for key in plan.keys:
-        payload = plan.dag[key].payload
-        func = getattr(payload, "func", None)
-        name = funcname(func) if callable(func) else key_split(key)
+        func = getattr(plan.dag[key].payload, "func", None)
+        if callable(func):
+            name = names.get(id(func))
+            if name is None:
+                name = names[id(func)] = funcname(func)
+        else:
+            name = key_split(key)
         table.append([str(key), name, -1, []])
     for part, spec in plan.specs.items():
         for task_id, info in spec.tasks.items():
@@ -96,6 +101,7 @@ class RunRecorder:
         self.started = time.time()
         self.timings: dict[str, float] = {"convert": convert_s}
         self._t0 = self._mark = time.perf_counter()
+        self._plan_writer: threading.Thread | None = None
 
     def lap(self, name: str) -> None:
         """Close the phase ``name`` (it began when the previous phase ended)."""
@@ -107,6 +113,15 @@ class RunRecorder:
         self.lap("partition")
         if self.settings is None or not plan.keys:
             return
+        # Describing a large plan takes a while; it is written beside the run, not before it
+        # (readers hold workers' records until the plan arrives).
+        self._plan_writer = threading.Thread(
+            target=self._write_plan, args=(plan, wanted_ids), name="daskless-plan-metrics",
+            daemon=True)
+        self._plan_writer.start()
+
+    def _write_plan(self, plan: Plan, wanted_ids: list[int]) -> None:
+        assert self.settings is not None
         record = {
             "run_id": self.run_id, "t": self.started, "tasks": task_table(plan),
             "partitions": len(plan.specs), "requested": wanted_ids,
@@ -116,6 +131,8 @@ class RunRecorder:
 
     def finished(self, error: BaseException | None, lost: Iterable[str] = ()) -> None:
         self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
+        if self._plan_writer is not None:
+            self._plan_writer.join()  # the plan always precedes the end in the stream
         if self.settings is not None:
             status = "ok" if error is None else f"{type(error).__name__}: {error}"[:500]
             self._write([["run-end", {"t": time.time(), "status": status,

@@ -87,24 +87,31 @@ class RunMetrics:
     ended: float | None = None
     lost_workers: list[str] = field(default_factory=list)
     records: int = 0
+    _early: list[list[Any]] = field(default_factory=list, repr=False)
 
     # -- reading records ---------------------------------------------------------------------
 
     def add(self, records: Iterable[list[Any]]) -> None:
-        """Fold records in (in stream order)."""
+        """Fold records in (in stream order; workers' records may precede the plan)."""
         for record in records:
             self.records += 1
+            if not self.tasks and record[0] not in ("run", "run-end"):
+                self._early.append(record)
+                continue
             handler = getattr(self, "_on_" + str(record[0]).replace("-", "_"), None)
             if handler is not None:
                 handler(*record[1:])
 
     def _on_run(self, body: dict[str, Any]) -> None:
+        early, self._early = self._early, []
         self.started = float(body["t"])
         self.partitions = int(body["partitions"])
         self.requested = list(body["requested"])
         self.strategy = str(body.get("strategy", ""))
         self.tasks = [TaskMetrics(i, key, func, part, list(deps))
                       for i, (key, func, part, deps) in enumerate(body["tasks"])]
+        self.records -= len(early)
+        self.add(early)
 
     def _on_run_end(self, body: dict[str, Any]) -> None:
         self.ended = float(body["t"])
@@ -176,7 +183,7 @@ class RunMetrics:
     @property
     def complete(self) -> bool:
         """All tasks recorded and every invocation ended (a lost worker's ones excepted)."""
-        if self.status is None:
+        if self.status is None or not self.has_plan:
             return False
         lost = set(self.lost_workers)
         open_invs = [i for i in self.invocations.values() if i.end is None and i.worker not in lost]
