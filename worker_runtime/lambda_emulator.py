@@ -12,10 +12,11 @@ boto3 client (``endpoint_url=...``) talks to it exactly as it talks to AWS. What
 - **Invocation types.** ``Event`` answers 202 at once and runs in the background;
   ``RequestResponse`` (the default) answers 200 with the handler's result, or with
   ``X-Amz-Function-Error: Unhandled`` and the AWS error body; ``DryRun`` answers 204.
-- **Concurrency.** At most ``max_concurrency`` invocations of a function are in flight; one more
+- **Concurrency.** At most ``max_concurrency`` invocations of a function run at once. One more
   is refused with 429 and the ``TooManyRequestsException`` error shape (header
   ``x-amzn-ErrorType``, body ``{"Type", "message", "Reason"}``), which is how throttling is
-  tested.
+  tested; with ``queue_limit`` that many ``Event`` invocations wait for a free instance first,
+  as AWS queues asynchronous invocations.
 - **Failures.** An instance that exits mid-invocation fails it with ``Runtime.ExitError`` and is
   discarded; one that runs past ``timeout_s`` is killed. A failed ``Event`` invocation is not
   retried (as with ``MaximumRetryAttempts: 0``); when the function has an on-failure
@@ -64,6 +65,9 @@ class FunctionConfig:
     max_concurrency: int = 10
     memory_mb: int = 1024
     timeout_s: float = 900.0
+    # Event invocations that may wait for a free instance (AWS queues them); 0: refuse with
+    # 429 as soon as max_concurrency invocations run, which is how throttling is tested.
+    queue_limit: int = 0
     # The function an Event invocation's failure record is sent to ("self": this one).
     on_failure: str | None = "self"
 
@@ -166,15 +170,30 @@ class Function:
         self._idle: list[Instance] = []
         self._all: set[Instance] = set()
         self._in_flight = 0
+        self._queued = 0
         self._freed = asyncio.Condition()
 
     def reserve(self) -> bool:
-        """Take one slot of the function's concurrency, or count a throttle."""
+        """Take one slot of the function's concurrency if one is free."""
         if self._in_flight >= self.config.max_concurrency:
-            self.stats.throttled += 1
             return False
         self._in_flight += 1
         return True
+
+    def enqueue(self) -> bool:
+        """Queue an Event invocation that found no free slot, or count a throttle."""
+        if self._queued >= self.config.queue_limit:
+            self.stats.throttled += 1
+            return False
+        self._queued += 1
+        return True
+
+    async def dequeue(self) -> None:
+        """Wait for a slot for a queued invocation, and take it."""
+        try:
+            await self.reserve_when_free()
+        finally:
+            self._queued -= 1
 
     async def reserve_when_free(self) -> None:
         """Take a slot, waiting for one (the platform's own deliveries queue instead of failing)."""
@@ -277,14 +296,17 @@ class LambdaEmulator:
         if kind not in ("Event", "RequestResponse"):
             return _error(400, "InvalidParameterValueException",
                           f"Unsupported invocation type {kind}")
-        if not fn.reserve():
-            return _error(429, "TooManyRequestsException", "Rate Exceeded.",
-                          Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
         request_id = str(uuid.uuid4())
         headers = {"x-amzn-RequestId": request_id}
-        if kind == "Event":
-            self._spawn(self._run_event(fn, request_id, payload))
+        reserved = fn.reserve()
+        if kind == "Event" and (reserved or fn.enqueue()):
+            self._spawn(self._run_event(fn, request_id, payload, reserved))
             return web.Response(status=202, headers=headers)
+        if not reserved:
+            if kind != "Event":
+                fn.stats.throttled += 1
+            return _error(429, "TooManyRequestsException", "Rate Exceeded.",
+                          Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
         ok, body = await fn.call(request_id, payload)
         headers["X-Amz-Executed-Version"] = "$LATEST"
         if not ok:
@@ -296,8 +318,11 @@ class LambdaEmulator:
         self._background.add(task)  # keep a reference until it ends
         task.add_done_callback(self._background.discard)
 
-    async def _run_event(self, fn: Function, request_id: str, payload: bytes) -> None:
+    async def _run_event(self, fn: Function, request_id: str, payload: bytes,
+                         reserved: bool) -> None:
         try:
+            if not reserved:
+                await fn.dequeue()
             await self._run_event_to_end(fn, request_id, payload)
         except Exception:  # nobody waits for an Event invocation: report it here
             traceback.print_exc()
@@ -466,13 +491,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="environment of the functions (repeatable)")
     parser.add_argument("--max-concurrency", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--queue-limit", type=int, default=0,
+                        help="Event invocations that may wait for a free instance, as in AWS "
+                             "(default 0: answer 429 at --max-concurrency)")
     args = parser.parse_args(argv)
     if args.instance:
         _instance_main()
         return
     env = dict(_parse_env(args.env))
     emulator = LambdaEmulator([
-        FunctionConfig(name, args.handler, env, args.max_concurrency, timeout_s=args.timeout)
+        FunctionConfig(name, args.handler, env, args.max_concurrency, timeout_s=args.timeout,
+                       queue_limit=args.queue_limit)
         for name in args.function or ["daskless"]
     ])
     emulator.start_functions(f"http://{args.host}:{args.port}")
