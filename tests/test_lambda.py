@@ -113,6 +113,20 @@ def test_run_keys_are_gone_afterwards(
     assert not [k for k in left if k.startswith(keys.PREFIX + ":run:")]
 
 
+def test_workers_fan_out_through_lambda(lambda_engine_clean: daskless.Engine,
+                                       running: EmulatorThread) -> None:
+    # One source feeding 16 branches: the client invokes only the source's partition; the
+    # worker that runs it invokes the function again for every other partition.
+    x = delayed(contract.inc)(0)
+    total = delayed(sum)([delayed(contract.inc)(x) for _ in range(16)])
+    (resources,) = lambda_engine_clean._resources.values()
+    invoker: Any = resources.invoker
+    sent, calls = invoker.attempts, running.stats(FUNCTION).invocations
+    assert dask.compute(total, scheduler=lambda_engine_clean.get, num_workers=4) == (32,)
+    assert invoker.attempts - sent == 1
+    assert running.stats(FUNCTION).invocations - calls > 1
+
+
 def test_instances_are_reused_warm(lambda_engine_clean: daskless.Engine,
                                    running: EmulatorThread) -> None:
     before = running.stats(FUNCTION)
@@ -181,11 +195,19 @@ def test_bad_envelopes_are_refused_and_run_nothing(
     assert redis_client.xlen(keys.run_key("victim", "events")) == events_before
 
 
-def test_a_signed_invocation_runs(client: Any, redis_url: str, redis_client: redis.Redis) -> None:
+def test_a_signed_invocation_runs_on_a_warm_instance(
+    client: Any, redis_url: str, redis_client: redis.Redis
+) -> None:
     body = _live_run(redis_url).to_bytes()
-    error, payload = invoke_sync(client, Signer(SECRET).sign_envelope(body))
-    assert error is None and payload["run"] == "victim"
-    assert payload["worker"].startswith(f"{FUNCTION}:")
+    signer = Signer(SECRET)
+    error, first = invoke_sync(client, signer.sign_envelope(body))
+    assert error is None and first["run"] == "victim"
+    assert first["worker"].startswith(f"{FUNCTION}:")
+    assert redis_client.getdel(MARKER) == b"ran"
+    # The next invocation finds the instance idle and reuses its connections: a warm start.
+    error, second = invoke_sync(client, signer.sign_envelope(body))
+    assert error is None and second["cold"] is False and second["pid"] == first["pid"]
+    assert second["worker"] != first["worker"]  # one worker id per invocation
     assert redis_client.get(MARKER) == b"ran"
 
 
