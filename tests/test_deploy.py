@@ -211,6 +211,7 @@ def test_compose_services_are_wired() -> None:
     assert default_requirements and (ROOT / default_requirements.group(1)).exists()
     # The dashboard runs the image the gateway service builds.
     assert services["dashboard"]["image"] == services["gateway"]["image"]
+    assert services["dashboard"]["build"] == build
     for name, service in services.items():
         assert "image" in service or "build" in service, name
         for dependency in service.get("depends_on", {}):
