@@ -6,8 +6,9 @@ the same code (:func:`worker_runtime.worker.handle`); only its surroundings diff
 - **Cold and warm starts.** The first event an instance sees reads its settings from the
   environment, connects to Redis and builds the Lambda client it fans out with; all of that
   lives in module globals (:data:`_warm`) and serves every later event of the instance, as do
-  the sub-DAG cache and the originals of shipped outputs. The result of an invocation says
-  which kind of start it was.
+  the sub-DAG cache and the originals of shipped outputs. The boto3 client is made at the
+  first fan-out, so instances that never fan out never import boto3. The result of an
+  invocation says which kind of start it was.
 - **Settings** come from the function's environment: the store from ``DASKLESS_STORE`` or
   ``DASK_DASKLESS__STORE`` (a ``redis://``/``rediss://`` URL), the secret from
   ``DASK_DASKLESS__AUTH__SECRET`` (read once and removed from the environment, so tasks cannot
@@ -121,7 +122,7 @@ def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
         store=store,
         signer=signer,
         record_signer=Signer(secret, math.inf, seen=_EveryUseIsFirst()),
-        invoker=LambdaInvoker(settings, signer),
+        invoker=LambdaInvoker(settings, signer, lazy=True),
         specs=SpecCache(),
         keepalive=Keepalive(),
     )

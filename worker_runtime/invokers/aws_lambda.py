@@ -125,12 +125,15 @@ class LambdaInvoker:
     """Asynchronous invocations of one Lambda function; see the module docstring."""
 
     def __init__(self, settings: LambdaSettings, signer: EnvelopeSigner,
-                 client: Any | None = None) -> None:
+                 client: Any | None = None, lazy: bool = False) -> None:
+        """``lazy``: make the boto3 client at the first invocation (a Lambda instance that never
+        fans out then never pays for importing boto3); otherwise now, so that a missing boto3
+        or a bad region fails when the engine starts."""
         self.settings = settings
         self._signer = signer
-        self._client = client if client is not None else make_client(settings)
-        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._client = client if client is not None or lazy else make_client(settings)
+        self._pool: ThreadPoolExecutor | None = None
         self.attempts = 0  # requests sent, retries included (read by tests and reports)
 
     def invoke(self, invocations: Sequence[Invocation]) -> None:
@@ -193,8 +196,11 @@ class LambdaInvoker:
 
         with self._lock:
             self.attempts += 1
+            if self._client is None:
+                self._client = make_client(self.settings)
+            client = self._client
         try:
-            response = self._client.invoke(
+            response = client.invoke(
                 FunctionName=self.settings.function, InvocationType="Event", Payload=payload
             )
         except ClientError as exc:
