@@ -53,6 +53,11 @@ def metrics_stream(run_id: str) -> str:
     return f"{METRICS_PREFIX}:run:{run_id}"
 
 
+def metrics_pattern() -> str:
+    """A pattern matching every metrics key (they are not run state: tools count them apart)."""
+    return f"{METRICS_PREFIX}:*"
+
+
 def metrics_index() -> str:
     """The sorted set of runs that have metrics, scored by creation time."""
     return f"{METRICS_PREFIX}:runs"

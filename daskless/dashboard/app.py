@@ -4,7 +4,7 @@ Pages and assets are static files shipped in the package (``daskless/static/dash
 HTML, CSS and a small hand-written script that draws SVG; nothing is loaded from the network).
 The browser asks this server for two things:
 
-- ``GET /api/runs``: the stored runs with their status and counts (JSON).
+- ``GET /api/runs[?limit=N]``: the newest stored runs with their status and counts (JSON).
 - ``GET /api/runs/<run_id>/events``: a server-sent event stream of one run. It starts with a
   ``plan`` event (every task with its key, function, partition, inputs and layout position),
   then ``records`` events carrying the run's metric records as they arrive, and ends with a
@@ -30,6 +30,7 @@ from worker_runtime.store.base import Store
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static" / "dashboard"
 READ_BLOCK_S = 5.0
+RUN_LIST_LIMIT = 50  # newest runs listed; each is read in full to summarize it
 STORE_KEY: web.AppKey[Store] = web.AppKey("store", Store)
 
 
@@ -43,7 +44,8 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def list_runs(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
-    ids = await asyncio.to_thread(store.metric_runs)
+    limit = int(request.query.get("limit", RUN_LIST_LIMIT))
+    ids = (await asyncio.to_thread(store.metric_runs))[:limit]
     runs = await asyncio.gather(*(asyncio.to_thread(load_run, store, r, 0) for r, _ in ids))
     return web.json_response([_run_row(run) for run in runs])
 

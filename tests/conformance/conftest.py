@@ -59,11 +59,13 @@ def stored_key_count(engine: daskless.Engine) -> int:
     """How many keys the engine's store holds (runs, persisted data, queues).
 
     Marks of used invocation signatures are not counted: they are not run state, and expire
-    on their own once a replay could no longer pass the age check.
+    on their own once a replay could no longer pass the age check. Metrics are kept after a
+    run on purpose (with their own retention) and are not counted either.
     """
     (resources,) = engine._resources.values()
     store = resources.store
     if isinstance(store, MemoryStore):
         return store.key_count()
     client: redis.Redis = store.client  # type: ignore[attr-defined]
-    return int(client.dbsize()) - len(client.keys(keys.seen_signature("*")))
+    ignored = len(client.keys(keys.seen_signature("*"))) + len(client.keys(keys.metrics_pattern()))
+    return int(client.dbsize()) - ignored

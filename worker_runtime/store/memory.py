@@ -21,6 +21,8 @@ from worker_runtime.protocol import Event
 from worker_runtime.store.base import Mark
 
 _ids = itertools.count()
+# The process's memory is the only place metrics live here: keep the most recent runs only.
+MAX_METRIC_RUNS = 200
 
 
 @dataclass
@@ -147,6 +149,9 @@ class MemoryStore:
             first, _expiry, held = self._metrics.get(run_id, (now, now, []))
             held.extend(decoded)
             self._metrics[run_id] = (first, now + retention_s, held)
+            while len(self._metrics) > MAX_METRIC_RUNS:
+                oldest = min(self._metrics, key=lambda r: self._metrics[r][0])
+                del self._metrics[oldest]
             self._changed.notify_all()
 
     def _drop_expired_metrics(self, now: float) -> None:
