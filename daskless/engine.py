@@ -111,12 +111,14 @@ class Engine:
         options = self._options(kwargs, persist, resources)
         recorder = observe.RunRecorder(resources.store, run_id, options.metrics, convert_s)
         workers = kwargs.get("num_workers") or dask.config.get("num_workers", None)
-        parallelism = int(workers or resources.workers) * int(config.get("partitions-per-worker"))
+        workers = int(workers or resources.workers)
+        parallelism = workers * int(config.get("partitions-per-worker"))
         # Tiny graphs gain nothing from more partitions than a few tasks each.
         parallelism = max(1, min(parallelism, len(graph) // 4))
         store = resources.store
         with configured_progress(), driving(kwargs.get("callbacks"), graph) as driver:
-            plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted, options)
+            plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted, options,
+                             workers)
             recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
             driver.started(plan.dag)
             self.last_run = RunSummary(run_id, len(plan.keys), len(plan.parts.parts),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from daskless.graph import Graph
 from scheduler.dag import DAG, Node
+from scheduler.entry_groups import entry_groups
 from scheduler.partition import Partitioning, partition
 from scheduler.validation import validate
 from worker_runtime.keys import key_name
@@ -30,7 +31,8 @@ class Plan:
     keys: list[Hashable]
     parts: Partitioning
     specs: dict[int, SubDAG]
-    entries: dict[int, tuple[int, ...]]
+    entries: list[tuple[int, tuple[int, ...]]]
+    """The first invocations: (partition, entry task ids), several per partition at times."""
     wanted_external: list[Hashable]
     options: RunOptions
 
@@ -72,6 +74,7 @@ def make_plan(
     parallelism: int,
     missing: MissingFn,
     options: RunOptions,
+    workers: int = 1,
 ) -> Plan:
     """Validate, partition and describe a run; see the module docstring."""
     wanted_external = check_requested(graph, wanted, missing)
@@ -84,12 +87,11 @@ def make_plan(
     keys = [k for part in parts.parts for k in part]
     ids = {k: i for i, k in enumerate(keys)}
     specs = _specs(run_id, dag, parts, ids, set(wanted), options)
-    entries = {
-        p: tuple(t.id for t in specs[p].tasks.values() if not t.deps)
-        for p in range(len(parts.parts))
-    }
-    return Plan(dag, ids, keys, parts, specs, {p: e for p, e in entries.items() if e},
-                wanted_external, options)
+    # Independent pieces of a partition start as separate invocations, so idle workers share
+    # them (see scheduler.entry_groups).
+    entries = [(p, tuple([ids[k] for k in group]))
+               for p, group in entry_groups(dag, parts, workers)]
+    return Plan(dag, ids, keys, parts, specs, entries, wanted_external, options)
 
 
 def _in_graph_deps(dag: DAG, key: Hashable) -> tuple[Hashable, ...]:

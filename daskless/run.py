@@ -70,7 +70,7 @@ class RunClient:
         self.invoker.invoke([
             Invocation(self.run_id, p, entries,
                        blobs[p] if len(blobs[p]) <= self.inline_limit else None)
-            for p, entries in self.plan.entries.items()
+            for p, entries in self.plan.entries
         ])
 
     def wait(self, start_timeout_s: float) -> None:
