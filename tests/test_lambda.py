@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -276,6 +277,43 @@ def test_an_instance_killed_mid_invocation_is_a_named_error(
     assert running.stats(FUNCTION).crashed == crashed + 1
     # The function keeps serving.
     assert dask.compute(contract.tree(16), scheduler=lambda_engine_clean.get) == (136,)
+
+
+def test_an_invocation_past_the_function_timeout_is_a_named_error(
+    lambda_engine_clean: daskless.Engine, running: EmulatorThread
+) -> None:
+    config = running.emulator.configs[FUNCTION]
+    config.timeout_s = 1.0
+    try:
+        with pytest.raises(daskless.exceptions.WorkerLostError, match=r"timed out after 1\.00"):
+            lambda_engine_clean.get({"a": 30, "b": (time.sleep, "a")}, "b")
+    finally:
+        config.timeout_s = 900.0
+
+
+def test_the_emulator_speaks_the_invoke_api(client: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    accepted = client.invoke(FunctionName=FUNCTION, InvocationType="Event", Payload=b"{}")
+    assert accepted["StatusCode"] == 202
+    dry = client.invoke(FunctionName=FUNCTION, InvocationType="DryRun", Payload=b"{}")
+    assert dry["StatusCode"] == 204
+    with pytest.raises(ClientError) as missing:
+        client.invoke(FunctionName="nope", InvocationType="Event", Payload=b"{}")
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as garbage:
+        client.invoke(FunctionName=FUNCTION, Payload=b"not json")
+    assert garbage.value.response["Error"]["Code"] == "InvalidRequestContentException"
+    with pytest.raises(ClientError) as big:
+        client.invoke(FunctionName=FUNCTION, InvocationType="Event",
+                      Payload=b'"' + b"x" * (256 * 1024) + b'"')
+    assert big.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
+
+
+def test_a_missing_boto3_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what an install without the extra sees
+    with pytest.raises(daskless.exceptions.ConfigurationError, match=r"daskless\[aws\]"):
+        make_client(LambdaSettings(FUNCTION))
 
 
 def test_an_unknown_function_is_an_invocation_error(
