@@ -12,6 +12,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -153,3 +155,23 @@ def test_dashboard_assets_are_local(redis_url: str) -> None:
         text = path.read_text()
         for scheme in ("http://", "https://", "//cdn"):
             assert scheme not in text.replace("http://www.w3.org/2000/svg", ""), path
+
+
+def test_dashboard_command_serves_stored_runs(redis_url: str) -> None:
+    with daskless.Engine(store=redis_url, invoker="threads", workers=2) as engine:
+        dask.compute(delayed(inc)(1), scheduler=engine.get)
+        assert engine.last_run is not None
+        run_id = engine.last_run.run_id
+    port = free_port()
+    command = [sys.executable, "-m", "daskless.cli", "dashboard", "--store", redis_url,
+               "--port", str(port)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            assert f"http://127.0.0.1:{port}/" in server.stdout.readline()  # printed when ready
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs") as reply:
+                assert [r["run_id"] for r in json.load(reply)] == [run_id]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as reply:
+                assert b"daskless dashboard" in reply.read()
+        finally:
+            server.terminate()

@@ -108,8 +108,10 @@ def make_app(store: Store) -> web.Application:
 
 def serve(store: Store, host: str, port: int) -> None:
     """Run the dashboard until interrupted."""
-    print(f"daskless dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-    web.run_app(make_app(store), host=host, port=port, print=None)
+    def ready(_: str) -> None:  # called once the socket is bound: the line means "ready"
+        print(f"daskless dashboard on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+
+    web.run_app(make_app(store), host=host, port=port, print=ready)
 
 
 class BackgroundDashboard:
