@@ -333,6 +333,7 @@ def test_an_unknown_function_is_an_invocation_error(
         (None, {"daskless.auth.secret": None}, "needs daskless.auth.secret"),
         (None, {"daskless.lambda.max-concurrency": 0}, "max_concurrency must be at least 1"),
         (None, {"daskless.lambda.colour": "blue"}, "unknown daskless.lambda settings"),
+        (None, {"daskless.lambda.max-attempts": "lots"}, "bad daskless.lambda settings"),
     ],
 )
 def test_bad_settings_are_configuration_errors(

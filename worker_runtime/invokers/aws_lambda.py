@@ -79,19 +79,27 @@ class LambdaSettings:
     @classmethod
     def from_config(cls, url: str, config: Mapping[str, Any] | None) -> LambdaSettings:
         """Settings for ``lambda://name`` from a ``daskless.lambda`` mapping (dashes or not)."""
+        function = function_name(url)
         values = {str(k).replace("-", "_"): v for k, v in (config or {}).items()}
-        unknown = set(values) - set(cls.__dataclass_fields__) - {"function"}
+        unknown = set(values) - set(_CONVERTERS)
         if unknown:
             raise ConfigurationError(f"unknown daskless.lambda settings: {sorted(unknown)}")
-        values.pop("function", None)
         try:
-            settings = cls(function=function_name(url), **{
-                k: v for k, v in values.items() if v is not None
+            # Values from environment variables or YAML may arrive as text.
+            settings = cls(function=function, **{
+                k: _CONVERTERS[k](v) for k, v in values.items() if v is not None
             })
             _check_positive(settings)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"bad daskless.lambda settings: {exc}") from exc
         return settings
+
+
+_CONVERTERS: dict[str, Any] = {
+    "region": str, "endpoint_url": str, "max_concurrency": int, "max_attempts": int,
+    "backoff": float, "max_backoff": float, "max_payload_bytes": int,
+    "connect_timeout_s": float, "read_timeout_s": float,
+}
 
 
 def _check_positive(settings: LambdaSettings) -> None:
