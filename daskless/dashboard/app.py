@@ -120,7 +120,7 @@ class BackgroundDashboard:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 8787) -> None:
         self.url = f"http://{host}:{port}"
         self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(make_app(store))
+        self._runner = web.AppRunner(make_app(store), shutdown_timeout=1.0)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         # Everything runs on the thread's own loop: the caller may be running a loop already.
@@ -136,7 +136,7 @@ class BackgroundDashboard:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, host, port, shutdown_timeout=1.0)
+            site = web.TCPSite(self._runner, host, port)
             self._loop.run_until_complete(site.start())
         except BaseException as exc:
             self._error = exc
