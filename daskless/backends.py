@@ -134,7 +134,7 @@ def _http_invoker(name: str, store: Store) -> HttpInvoker:
         name,
         Signer(str(secret), max_age) if secret else None,
         concurrency=int(dask.config.get("daskless.http.concurrency", 16)),
-        attempts=int(dask.config.get("daskless.http.attempts", 10)),
+        attempts=int(dask.config.get("daskless.http.attempts", 20)),
         timeout_s=float(dask.config.get("daskless.http.timeout", 30)),
     )
 

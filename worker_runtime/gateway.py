@@ -6,14 +6,17 @@ HTTP path runs on one machine exactly as on Knative or Cloud Run:
 
 - **Admission.** A body over ``max_body_bytes`` gets 413, a bad signature 401, a malformed
   invocation 400, all before anything is queued or run. An accepted invocation is answered 202
-  at once and waits in the gateway for an instance. When ``queue_limit`` invocations already
-  wait and no instance is free, the answer is 429: the ``http`` invoker retries with back-off,
+  at once and waits in the gateway for an instance. When every slot of the running, starting
+  and still startable instances is spoken for and ``queue_limit`` invocations already wait,
+  the answer is 429: the ``http`` invoker retries with back-off,
   so nothing is lost (``queue_limit`` unset means an unbounded queue).
 - **Instances.** Each instance is a real process, ``python -m worker_runtime.http_worker`` on a
   free loopback port, configured through its standard input (store URL, secret, fan-out URL =
-  this gateway). A free instance is reused (*warm start*); if none is free and fewer than
-  ``max_instances`` exist, a new one is started (*cold start*); otherwise the invocation waits
-  for the next release. An instance runs ``instance_concurrency`` invocations at a time; the
+  this gateway). A free instance is reused (*warm start*). If none is free and fewer than
+  ``max_instances`` exist or are starting, one more is started (*cold start*) while the
+  invocation waits for whichever instance frees up first: a start is not tied to the
+  invocation that caused it, so a burst does not pay a cold start when a warm instance is
+  about to finish. An instance runs ``instance_concurrency`` invocations at a time; the
   gateway forwards each with ``X-Daskless-Wait: 1`` so the request ends when the invocation
   does, which is how it knows the instance is free again. An instance idle for ``idle_timeout_s``
   is retired (a timer per instance, no polling).
@@ -37,8 +40,9 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -83,6 +87,7 @@ class Instance:
     proc: asyncio.subprocess.Process
     port: int
     busy: int = 0
+    served: int = 0
     alive: bool = True
     idle_timer: asyncio.TimerHandle | None = None
 
@@ -114,6 +119,8 @@ class Gateway:
                          "rejected": 0, "accepted": 0, "forwarded": 0}
         self._starting = 0
         self._waiting = 0
+        self._waiters = 0
+        self._start_error: InvocationError | None = None
         self._changed: asyncio.Condition | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -148,9 +155,7 @@ class Gateway:
                            {"Retry-After": "1"})
         self.counters["accepted"] += 1
         self._waiting += 1  # counted now, so a burst of requests sees the queue fill up
-        task = asyncio.create_task(self._run(body, invocation))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._run(body, invocation))
         return web.json_response({"accepted": True}, status=202)
 
     async def healthz(self, _: web.Request) -> web.Response:
@@ -164,11 +169,14 @@ class Gateway:
 
     # -- scheduling ------------------------------------------------------------------------
     def _full(self) -> bool:
+        """Every slot (free, starting or startable) is spoken for and the queue is full."""
         limit = self.settings.queue_limit
-        if limit is None or self._free_instance() is not None:
+        if limit is None:
             return False
-        can_start = len(self.instances) + self._starting < self.settings.max_instances
-        return self._waiting >= limit + (1 if can_start else 0)
+        per_instance = self.settings.instance_concurrency
+        free = sum(per_instance - i.busy for i in self.instances if i.alive)
+        startable = self.settings.max_instances - len(self.instances)
+        return self._waiting >= limit + free + startable * per_instance
 
     def _free_instance(self) -> Instance | None:
         for instance in self.instances:
@@ -198,31 +206,54 @@ class Gateway:
                 self._waiting -= 1
 
     async def _acquire(self, queued: bool) -> Instance:
+        """The first instance that is free; starts one more if waiters outnumber starts."""
         assert self._changed is not None
         async with self._changed:
-            while True:
-                instance = self._free_instance()
-                if instance is not None:
-                    self._take(instance, queued)
-                    self.counters["warm_starts"] += 1
-                    return instance
-                if len(self.instances) + self._starting < self.settings.max_instances:
-                    self._starting += 1
-                    break
-                await self._changed.wait()
+            self._waiters += 1
+            try:
+                while True:
+                    instance = self._free_instance()
+                    if instance is not None:
+                        self._take(instance, queued)
+                        return instance
+                    total = len(self.instances) + self._starting
+                    if self._starting < self._waiters and total < self.settings.max_instances:
+                        self._starting += 1
+                        self._background(self._start_into_pool())
+                    await self._changed.wait()
+                    error = self._start_error
+                    if error is not None and not self.instances and not self._starting:
+                        raise error
+            finally:
+                self._waiters -= 1
+
+    async def _start_into_pool(self) -> None:
+        assert self._changed is not None
         try:
             instance = await self._start_instance()
-        finally:
+        except InvocationError as exc:
             async with self._changed:
                 self._starting -= 1
+                self._start_error = exc
                 self._changed.notify_all()
+            return
         async with self._changed:
+            self._starting -= 1
+            self._start_error = None
             self.instances.append(instance)
-            self._take(instance, queued)
             self.counters["cold_starts"] += 1
-        return instance
+            self._arm_idle_timer(instance)
+            self._changed.notify_all()
+
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _take(self, instance: Instance, queued: bool) -> None:
+        if instance.served:
+            self.counters["warm_starts"] += 1
+        instance.served += 1
         instance.busy += 1
         if queued:
             self._waiting -= 1
@@ -232,14 +263,17 @@ class Gateway:
 
     async def _release(self, instance: Instance) -> None:
         instance.busy -= 1
+        self._arm_idle_timer(instance)
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _arm_idle_timer(self, instance: Instance) -> None:
         if instance.alive and instance.busy == 0:
             loop = asyncio.get_running_loop()
             instance.idle_timer = loop.call_later(
                 self.settings.idle_timeout_s, self._retire, instance
             )
-        assert self._changed is not None
-        async with self._changed:
-            self._changed.notify_all()
 
     def _retire(self, instance: Instance) -> None:
         if instance.busy or not instance.alive:
@@ -301,22 +335,21 @@ class Gateway:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(config.to_json().encode() + b"\n")
-        await proc.stdin.drain()
         try:
+            proc.stdin.write(config.to_json().encode() + b"\n")
+            await proc.stdin.drain()
             line = await asyncio.wait_for(proc.stdout.readline(), INSTANCE_START_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, ConnectionError):
             line = b""
+        except asyncio.CancelledError:  # the gateway is closing
+            await _stop(proc)
+            raise
         text = line.decode(errors="replace").strip()
         if not text.startswith(READY_LINE):
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+            await _stop(proc)
             raise InvocationError(f"a worker instance failed to start: {text or 'no output'}")
         instance = Instance(proc, int(text.split()[-1]))
-        task = asyncio.create_task(self._watch(instance))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._watch(instance))
         return instance
 
     async def _watch(self, instance: Instance) -> None:
@@ -336,14 +369,22 @@ class Gateway:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
 
     async def _close(self, _: web.Application) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for instance in list(self.instances):
             self._drop(instance)
             await instance.proc.wait()
         if self._session is not None:
             await self._session.close()
         self.store.close()
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await proc.wait()
 
 
 def _refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -26,6 +26,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ class Configuration:
     config: dict[str, Any] = field(default_factory=dict)
     #: Workers run in other processes: ``PROCESS_ISOLATION`` failures are excused.
     isolated: bool = False
+    #: What the runner starts for the run: ``"gateway"`` is a redis-server and a
+    #: ``daskless gateway`` program; their URLs and a fresh secret are added to ``config``.
+    services: str | None = None
 
 
 DEFAULT_CONFIGURATIONS = (
@@ -63,6 +68,7 @@ DEFAULT_CONFIGURATIONS = (
         "memory", "daskless:get", {"daskless.store": "memory", "daskless.invoker": "threads"}
     ),
     Configuration("default", "daskless:get", isolated=True),
+    Configuration("http", "daskless:get", isolated=True, services="gateway"),
 )
 
 
@@ -160,10 +166,30 @@ def pytest_command(settings: RunSettings, xml: Path) -> list[str]:
     ]
 
 
-def pytest_env(configuration: Configuration, count_file: Path) -> dict[str, str]:
+@contextmanager
+def started_services(configuration: Configuration) -> Iterator[dict[str, Any]]:
+    """Start what the configuration needs; yields the settings that point at it."""
+    if configuration.services is None:
+        yield {}
+        return
+    if configuration.services != "gateway":
+        raise ValueError(f"unknown services {configuration.services!r}")
+    from tests.http_servers import gateway_process
+    from worker_runtime.auth import generate_secret
+    from worker_runtime.redis_server import RedisServer, free_port
+
+    secret = generate_secret()
+    with RedisServer(port=free_port()) as server, \
+            gateway_process(server.url, "--max-instances", "4", secret=secret) as url:
+        yield {"daskless.store": server.url, "daskless.invoker": url,
+               "daskless.auth.secret": secret}
+
+
+def pytest_env(configuration: Configuration, count_file: Path,
+               services: dict[str, Any] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env[ENV_TARGET] = configuration.target
-    env[ENV_CONFIG] = json.dumps(configuration.config)
+    env[ENV_CONFIG] = json.dumps({**configuration.config, **(services or {})})
     env[ENV_COUNT_FILE] = str(count_file)
     path = [str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(path)
@@ -216,9 +242,12 @@ def run_configuration(configuration: Configuration, settings: RunSettings) -> Ou
     xml, count_file = workdir / "junit.xml", workdir / "counts.jsonl"
     for stale in (xml, count_file):
         stale.unlink(missing_ok=True)
-    env = pytest_env(configuration, count_file)
     started = time.monotonic()
-    returncode = run_process(pytest_command(settings, xml), env, workdir, settings.session_timeout)
+    with started_services(configuration) as services:
+        env = pytest_env(configuration, count_file, services)
+        returncode = run_process(
+            pytest_command(settings, xml), env, workdir, settings.session_timeout
+        )
     seconds = time.monotonic() - started
     statuses = read_statuses(xml) if xml.exists() else {}
     calls, reforced = read_counts(count_file)

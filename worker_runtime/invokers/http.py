@@ -59,7 +59,7 @@ class HttpInvoker:
         signer: Signer | None,
         *,
         concurrency: int = 16,
-        attempts: int = 10,
+        attempts: int = 20,
         backoff_s: float = 0.02,
         timeout_s: float = 30.0,
         wait: bool = True,
