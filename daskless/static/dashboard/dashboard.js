@@ -126,7 +126,11 @@ class RunView {
         d += `M${x1.toFixed(1)} ${y1.toFixed(1)}L${x2.toFixed(1)} ${y2.toFixed(1)}`;
       }
     }
-    el("path", { d, stroke: "#c3c9d0", "stroke-width": 0.7, fill: "none" }, svg);
+    // Large graphs: hairline edges and no outline, or the lines hide the tasks.
+    const big = this.tasks.length > 1000;
+    el("path", { d, stroke: big ? "#dde1e6" : "#c3c9d0", "stroke-width": big ? 0.25 : 0.7,
+                 fill: "none" }, svg);
+    svg.classList.toggle("big", big);
     this.nodes = this.tasks.map((t) => {
       const [cx, cy] = at(t);
       const c = el("circle", { cx, cy, r, class: "task", "data-task": t.id }, svg);
