@@ -168,3 +168,12 @@ def test_unknown_strategy_is_a_configuration_error(redis_url: str) -> None:
             daskless.Engine(store=redis_url, invoker="threads", workers=1) as engine, \
             pytest.raises(ConfigurationError, match=r"sometimes.*task, batch, interval, exit"):
         engine.get({"x": 1}, "x")
+
+
+def test_memory_store_records_the_same_metrics(tmp_path: Any) -> None:
+    with daskless.Engine(store="memory", invoker="threads", workers=2) as engine, \
+            daskless.performance_report(tmp_path / "r.html") as report:
+        dask.compute(tree(16), scheduler=engine.get)
+    (run,) = report.metrics
+    assert run.status == "ok" and run.missing_tasks == [] and len(run.tasks) == 31
+    assert {i.worker.split("/")[0] for i in run.invocations.values()} == {"threads"}
