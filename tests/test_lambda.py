@@ -8,6 +8,7 @@ signed envelopes only, throttling, a function instance dying mid-invocation, bad
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -194,6 +195,30 @@ def test_bad_envelopes_are_refused_and_run_nothing(
     # Nothing ran: no marker, no event on the run.
     assert redis_client.get(MARKER) is None
     assert redis_client.xlen(keys.run_key("victim", "events")) == events_before
+
+
+def test_a_stale_event_invocation_of_a_live_run_fails_the_run(
+    client: Any, redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Signed correctly, but it waited too long (in AWS: the asynchronous queue): refused, and
+    # the failure record tells the run, whose client would otherwise wait forever.
+    body = _live_run(redis_url).to_bytes()
+    envelope = Signer(SECRET, clock=lambda: time.time() - 3600).sign_envelope(body)
+    store = RedisStore(redis_url)
+    cursor, _ = store.read_events("victim", "0", 1)  # the run's "created" event
+    accepted = client.invoke(FunctionName=FUNCTION, InvocationType="Event",
+                             Payload=json.dumps(envelope).encode())
+    assert accepted["StatusCode"] == 202
+    events: list[Any] = []
+    while not any(e[0] == "lost" for e in events):  # blocking reads of the event stream
+        cursor, batch = store.read_events("victim", cursor, 30)
+        assert batch, "no lost event within 30 s"
+        events += batch
+    store.close()
+    (start,) = [e for e in events if e[0] == "start"]
+    (lost,) = [e for e in events if e[0] == "lost"]
+    assert start[1] == lost[1] and "stale" in lost[2]
+    assert redis_client.get(MARKER) is None  # the task never ran
 
 
 def test_a_signed_invocation_runs_on_a_warm_instance(

@@ -22,11 +22,13 @@ the same code (:func:`worker_runtime.worker.handle`); only its surroundings diff
   invocation by its request id, so when an instance dies mid-invocation (a task calls
   ``os._exit``, runs out of memory, segfaults), the platform's on-failure record names the same
   id. The function is its own on-failure destination (see ``deploy/aws/template.yaml``): given
-  such a record it checks the original envelope's signature and appends a ``lost`` event for
-  that worker to the run, which the client turns into
-  :class:`~worker_runtime.errors.WorkerLostError` instead of waiting forever. A record's
-  envelope has been used once already and may be older than the replay window, so for records
-  only the signature itself is checked.
+  such a record it checks the original envelope's signature and appends a ``start`` and a
+  ``lost`` event for that worker to the run, which the client turns into
+  :class:`~worker_runtime.errors.WorkerLostError` instead of waiting forever. The ``start``
+  covers invocations that failed before their worker could announce itself (refused as stale
+  after a long wait in the platform's queue, or dead during a cold start). A record's envelope
+  has been used once already and may be older than the replay window, so for records only the
+  signature itself is checked.
 """
 
 from __future__ import annotations
@@ -169,10 +171,17 @@ def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
     request = record["requestContext"]
     worker_id = f"{warm.function}:{request.get('requestId', '')}"
     reason = _failure_reason(record)
+    # The invocation may have failed before its worker said it started (it was refused as
+    # stale after waiting in the platform's queue, or its instance died while starting): its
+    # tasks then never ran and the run cannot finish. The record therefore stands for the
+    # start too, so that the client counts the worker as working for the run and fails it.
+    now = time.time()
+    events = [("start", worker_id, invocation.partition, len(invocation.entries), now),
+              ("lost", worker_id, reason)]
     # A run that already ended has nobody waiting for this worker.
     with contextlib.suppress(RunGoneError):
-        warm.store.deliver(invocation.run_id, events=[("lost", worker_id, reason)])
-    return {"run": invocation.run_id, "lost": worker_id, "reason": reason, "t": time.time()}
+        warm.store.deliver(invocation.run_id, events=events)
+    return {"run": invocation.run_id, "lost": worker_id, "reason": reason, "t": now}
 
 
 def _failure_reason(record: Mapping[str, Any]) -> str:
