@@ -51,7 +51,7 @@ compat: $(STAMP)
 test: lint typecheck unit compat
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.engine_speed --distributed
+	$(PY) -m benchmarks run --large --update-readme
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

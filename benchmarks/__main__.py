@@ -39,33 +39,49 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the comparison and write the reports")
     run.add_argument("--quick", action="store_true",
                      help="small sizes, fewer repeats, no large sizes (a few minutes)")
+    run.add_argument("--large", action="store_true",
+                     help="also the large sizes (GEMM 10000x10000: tens of minutes on 2 cores)")
     run.add_argument("--workflows", nargs="+", metavar="NAME",
                      choices=[w.name for w in WORKFLOWS], help="only these workflows")
     run.add_argument("--schedulers", nargs="+", metavar="NAME", choices=ALL,
                      help=f"only these schedulers (of {', '.join(ALL)})")
-    run.add_argument("--repeat", type=int, help="timed runs per pair (default 5, quick 2)")
+    run.add_argument("--repeat", type=int, help="timed runs per pair (default 3, quick 1)")
+    run.add_argument("--distributed-repeat", type=int,
+                     help="timed runs per case on distributed (default 2, quick 1)")
     run.add_argument("--output", type=Path, default=report.RESULTS,
                      help="folder for the reports (default benchmarks/results)")
     run.add_argument("--update-readme", action="store_true",
                      help="rewrite the README's performance block with this run")
+    prof = commands.add_parser("profile", help="where a daskless run of one case spends time")
+    prof.add_argument("case", help="a case name, such as gemm-4000")
+    prof.add_argument("--quick", action="store_true", help="look the case up in the quick sizes")
+    prof.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS",
+                      help="also sample the worker processes with py-spy for this long")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "profile":
+        from benchmarks.profile import profile
+
+        profile(args.case, "quick" if args.quick else "full", args.py_spy)
+        return
     tier = "quick" if args.quick else "full"
-    repeat = args.repeat or (2 if args.quick else 5)
+    repeat = args.repeat or (1 if args.quick else 3)
+    distributed_repeat = args.distributed_repeat or min(repeat, 1 if args.quick else 2)
     schedulers = args.schedulers or list(ALL)
-    chosen = cases(tier, args.workflows)
+    chosen = cases(tier, args.workflows, large=args.large)
     started = time.perf_counter()
-    records = run_all(chosen, schedulers, repeat, tier)
+    records = run_all(chosen, schedulers, repeat, tier, distributed_repeat)
     summaries = [r.summary() for r in records]
     order = {n: i for i, n in enumerate(ALL)}
     summaries.sort(key=lambda s: ([c.name for c in chosen].index(s["case"]),
                                   order[s["scheduler"]]))
     date = datetime.date.today().isoformat()
     meta: dict[str, Any] = {
-        "date": date, "mode": tier, "repeat": repeat, "schedulers": schedulers,
+        "date": date, "mode": tier, "repeat": repeat, "distributed_repeat": distributed_repeat,
+        "schedulers": schedulers,
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
         "cores": os.cpu_count(), "python": platform.python_version(),
         "dask": dask.__version__, "distributed": distributed.__version__,

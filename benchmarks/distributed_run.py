@@ -24,6 +24,7 @@ import logging  # noqa: E402
 import pickle  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -42,7 +43,8 @@ def measure_in_subprocess(cluster: str, tier: str, chosen: list[Case], repeat: i
     """Records of one cluster kind on every case, measured by a child interpreter."""
     request = {"cluster": cluster, "tier": tier, "cases": [c.name for c in chosen],
                "repeat": repeat, "references": str(references)}
-    log(f"{cluster}: measuring {len(chosen)} case(s) in a fresh interpreter")
+    log(f"{cluster}: measuring {len(chosen)} case(s) in a fresh interpreter, {repeat} run(s) "
+        f"each after a warm-up ({time.strftime('%H:%M:%S')})")
     records: dict[str, Record] = {}
     error = None
     try:

@@ -138,7 +138,9 @@ def write_markdown(report: dict[str, Any], stem: Path, charts: list[Path]) -> Pa
     lines = [f"# Benchmark {meta['date']} ({meta['mode']})", "",
              f"`{meta['command']}` on {meta['cores']} cores, Python {meta['python']}, "
              f"dask {meta['dask']}, distributed {meta['distributed']}; BLAS threads pinned to "
-             f"1; medians of {meta['repeat']} warm interleaved runs after one warm-up.", "",
+             f"1; medians of {meta['repeat']} warm interleaved runs after one warm-up "
+             f"(distributed: {meta.get('distributed_repeat', meta['repeat'])} runs, measured "
+             "afterwards in a fresh interpreter).", "",
              *legend(meta["schedulers"]), "", "## Targets (daskless default vs dask threads)", "",
              *targets_table(report["targets"]), "", "## Wall time (median seconds)", "",
              *times_table(summaries), "",

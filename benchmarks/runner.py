@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,12 @@ def _stderr(message: str) -> None:
 
 
 def run_all(cases: list[Case], names: list[str], repeat: int, tier: str,
-            log: Log = _stderr) -> list[Record]:
-    """Every (case, scheduler) record, in-process schedulers first, then distributed."""
+            distributed_repeat: int | None = None, log: Log = _stderr) -> list[Record]:
+    """Every (case, scheduler) record, in-process schedulers first, then distributed.
+
+    Distributed may take fewer repeats (``distributed_repeat``): it is several times slower on
+    the per-task-bound workflows, where a run's noise matters least.
+    """
     in_process = [n for n in names if n not in DISTRIBUTED]
     references: dict[str, Any] = {}
     records = run_in_process(cases, in_process, repeat, references, log)
@@ -49,7 +54,7 @@ def run_all(cases: list[Case], names: list[str], repeat: int, tier: str,
             path.write_bytes(pickle.dumps(references))
             for cluster in clusters:
                 records += distributed_run.measure_in_subprocess(
-                    cluster, tier, cases, repeat, path, log)
+                    cluster, tier, cases, distributed_repeat or repeat, path, log)
     return records
 
 
@@ -98,7 +103,7 @@ def _run_case(case: Case, schedulers: dict[str, Scheduler], broken: dict[str, Ba
     records = {n: Record(case.name, case.workflow.name, n, tasks) for n in [*schedulers, *broken]}
     for name, exc in broken.items():
         records[name].fail(exc)
-    log(f"{case.name}: {tasks} tasks")
+    log(f"{case.name}: {tasks} tasks ({time.strftime('%H:%M:%S')})")
     order = list(schedulers)
     for round_ in range(repeat + 1):  # round 0 is the warm-up
         shift = round_ % max(1, len(order))

@@ -27,15 +27,16 @@ WORKFLOWS: tuple[Workflow, ...] = (
 )
 
 
-def cases(tier: str, names: list[str] | None = None) -> list[Case]:
-    """Cases of a tier (``full`` includes ``large``), optionally only the named workflows."""
+def cases(tier: str, names: list[str] | None = None, large: bool = True) -> list[Case]:
+    """Cases of a tier (``full`` includes ``large`` unless told not to), optionally only the
+    named workflows."""
     if tier not in TIERS:
         raise ValueError(f"unknown size tier {tier!r}; choose from {', '.join(TIERS)}")
     unknown = sorted(set(names or ()) - {w.name for w in WORKFLOWS})
     if unknown:
         raise ValueError(f"unknown workflow(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(w.name for w in WORKFLOWS)}")
-    tiers = ("full", "large") if tier == "full" else (tier,)
+    tiers = ("full", "large") if tier == "full" and large else (tier,)
     chosen = [w for w in WORKFLOWS if not names or w.name in names]
     return [case for w in chosen for t in tiers for case in w.cases(t)]
 

@@ -84,6 +84,6 @@ def _label(images: int, size: int, seed: int = 4) -> str:
 
 IMAGE_TRANSFORM = Workflow(
     "image", image_transform, image_transform_reference, _summary_matches, _label,
-    {"test": ({"images": 4, "size": 64},), "quick": ({"images": 32, "size": 512},),
+    {"test": ({"images": 4, "size": 64},), "quick": ({"images": 16, "size": 512},),
      "full": ({"images": 64, "size": 512},)},
 )

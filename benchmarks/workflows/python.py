@@ -63,10 +63,10 @@ def _width(width: int, seed: int = 2) -> str:
 
 GIL_BOUND = Workflow(
     "gil-bound", gil_bound, gil_bound_reference, _equal, _tasks,
-    {"test": ({"tasks": 4, "loops": 1000},), "quick": ({"tasks": 8, "loops": 1_500_000},),
+    {"test": ({"tasks": 4, "loops": 1000},), "quick": ({"tasks": 8, "loops": 1_000_000},),
      "full": ({"tasks": 24, "loops": 1_500_000},)},
 )
 FAN_OUT = Workflow(
     "fan-out", fan_out, fan_out_reference, _equal, _width,
-    {"test": ({"width": 100},), "quick": ({"width": 2000},), "full": ({"width": 10_000},)},
+    {"test": ({"width": 100},), "quick": ({"width": 1000},), "full": ({"width": 10_000},)},
 )

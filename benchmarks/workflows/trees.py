@@ -52,11 +52,11 @@ def _leaves(leaves: int) -> str:
 
 TREE_DELAYED = Workflow(
     "tree-delayed", tree_delayed, tree_delayed_reference, _equal, _leaves,
-    {"test": ({"leaves": 64},), "quick": ({"leaves": 1024},),
+    {"test": ({"leaves": 64},), "quick": ({"leaves": 512},),
      "full": ({"leaves": 1024}, {"leaves": 4096})},
 )
 TREE_ARRAY = Workflow(
     "tree-array", tree_array, tree_array_reference, _equal, _leaves,
-    {"test": ({"leaves": 64},), "quick": ({"leaves": 1024},),
+    {"test": ({"leaves": 64},), "quick": ({"leaves": 512},),
      "full": ({"leaves": 1024}, {"leaves": 4096})},
 )
