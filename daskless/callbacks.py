@@ -8,7 +8,7 @@ callback is active, so plain computes pay nothing for this.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,14 +30,21 @@ class CallbackDriver:
         self.state: dict[str, Any] = {}
         self.active = bool(callbacks)
 
-    def started(self, dag: DAG) -> None:
+    def started(self, dag: DAG, client_steps: Mapping[Hashable, tuple[Hashable, ...]]) -> None:
+        """Build the state of a run of ``dag`` plus the steps the client runs itself."""
         if not self.active:
             return
-        dependents = dag.dependents()
+        dependencies = {k: set(dag[k].dependencies) for k in dag}
+        dependents = {k: set(v) for k, v in dag.dependents().items()}
+        for key, deps in client_steps.items():
+            dependencies[key] = set(deps)
+            dependents[key] = set()
+            for d in deps:
+                dependents[d].add(key)
         self.state = {
-            "dependencies": {k: set(dag[k].dependencies) for k in dag},
-            "dependents": {k: set(v) for k, v in dependents.items()},
-            "waiting": {k: set(dag[k].dependencies) for k in dag},
+            "dependencies": dependencies,
+            "dependents": dependents,
+            "waiting": {k: set(v) for k, v in dependencies.items()},
             "waiting_data": {k: set(v) for k, v in dependents.items()},
             "cache": data_values(self._graph),
             "ready": [],
@@ -49,10 +56,19 @@ class CallbackDriver:
             f(self._graph, self.state)
 
     def task_finished(self, key: Hashable, worker_id: str) -> None:
+        """A worker ran ``key``: its callbacks learn of start and end together."""
+        self.task_started(key)
+        self.task_done(key, worker_id)
+
+    def task_started(self, key: Hashable) -> None:
         if not self.active:
             return
         for f in self.pretask:
             f(key, self._graph, self.state)
+
+    def task_done(self, key: Hashable, worker_id: str) -> None:
+        if not self.active:
+            return
         self.state["waiting"].pop(key, None)
         self.state["finished"].add(key)
         for f in self.posttask:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,9 +24,9 @@ from dask.base import collections_to_expr
 from dask.core import flatten
 from dask.local import nested_get
 
-from daskless import config, observe
+from daskless import config, finalize, observe
 from daskless.backends import Resources, start
-from daskless.callbacks import driving
+from daskless.callbacks import CallbackDriver, driving
 from daskless.config import Backend
 from daskless.futures import PersistedValue
 from daskless.graph import Graph, materialize, requested_keys
@@ -50,6 +50,7 @@ class RunSummary:
 
     run_id: str
     tasks: int
+    """Tasks run, by workers and (the finalize step) by the client."""
     partitions: int
     cross_edges: int
     timeline: list[tuple[Hashable, float, float, str]] = field(default_factory=list)
@@ -117,11 +118,13 @@ class Engine:
         parallelism = max(1, min(parallelism, len(graph) // 4))
         store = resources.store
         with configured_progress(), driving(kwargs.get("callbacks"), graph) as driver:
+            steps = {} if persist else finalize.client_steps(graph, wanted)
+            requested, wanted = wanted, finalize.run_keys(wanted, steps)
             plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted, options,
                              workers)
             recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
-            driver.started(plan.dag)
-            self.last_run = RunSummary(run_id, len(plan.keys), len(plan.parts.parts),
+            driver.started(plan.dag, steps)
+            self.last_run = RunSummary(run_id, len(plan.keys) + len(steps), len(plan.parts.parts),
                                        plan.parts.cross_edges(plan.dag))
             if not plan.keys:
                 return {} if persist else fetch_persisted(store, wanted)
@@ -138,7 +141,9 @@ class Engine:
                 if persist:
                     self._remember_persisted(store, wanted)
                     return {}
-                return client.results(wanted)
+                values = client.results(wanted)
+                _run_client_steps(graph, steps, values, driver)
+                return {k: values[k] for k in requested}
             except TaskFailed as failed:
                 error = failed.error
                 if options.rerun_locally and failed.task_id >= 0:
@@ -220,6 +225,15 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _run_client_steps(graph: Graph, steps: Mapping[Hashable, tuple[Hashable, ...]],
+                      values: dict[Hashable, object], driver: CallbackDriver) -> None:
+    """Run the steps the client keeps (see :mod:`daskless.finalize`) under the callbacks."""
+    for key, deps in steps.items():
+        driver.task_started(key)
+        values[key] = finalize.run_step(graph, key, deps, values)
+        driver.task_done(key, "client")
 
 
 def _rerun_locally(client: RunClient, task_id: int) -> None:
