@@ -100,6 +100,30 @@ def policy_for(settings: MetricsSettings) -> UploadPolicy:
     )
 
 
+class MetricsRecorder(Protocol):
+    """The hooks the worker loop calls (see the module docstring for the records they make)."""
+
+    def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
+        """``store.fetch``, remembering each input's size and the download time."""
+        ...
+
+    def task(self, info: TaskInfo, start: float, end: float) -> None:
+        """A task ran; may upload, as the policy says."""
+        ...
+
+    def failed(self, task_id: int, start: float) -> None:
+        """A task raised."""
+        ...
+
+    def flushed(self, start: float, outputs: Mapping[int, bytes], marks: Sequence[Mark]) -> None:
+        """The outbox delivered these outputs and marks (the delivery began at ``start``)."""
+        ...
+
+    def finish(self) -> None:
+        """The invocation ends: upload everything left."""
+        ...
+
+
 class Recorder:
     """Metrics of one invocation; see the module docstring."""
 
@@ -169,14 +193,8 @@ class Recorder:
             self.dropped += len(records)
 
 
-class NoRecorder(Recorder):
+class NoRecorder:
     """Metrics off: every hook is a no-op, so the worker loop needs no branches."""
-
-    def __init__(self) -> None:
-        self.downloads = {}
-
-    def started(self, worker_id: str, invocation: Invocation, spec_s: float) -> None:
-        pass
 
     def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
         return store.fetch(run_id, task_ids)
@@ -197,7 +215,7 @@ class NoRecorder(Recorder):
 def recorder_for(
     store: Store, worker_id: str, invocation: Invocation, settings: MetricsSettings | None,
     spec_s: float,
-) -> Recorder:
+) -> MetricsRecorder:
     """The recorder of one invocation (a no-op one when the run records no metrics)."""
     if settings is None:
         return NoRecorder()
