@@ -82,7 +82,7 @@ def test_a_wrong_result_does_not_match() -> None:
 
 
 def test_benchmark_sizes_have_the_documented_shape() -> None:
-    assert graph_nodes(tree_delayed(4096)) == 2 * 4096 - 1
+    assert graph_nodes(tree_delayed(1024)) == 2 * 1024 - 1
     assert graph_nodes(fan_out(10_000)) == 10_000 + 2
     image = next(c for c in cases("full", ["image"]))
     assert graph_nodes(image.build()) == 6 * 64 + 1

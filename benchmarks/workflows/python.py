@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dask.delayed import delayed
+from dask.base import tokenize
+from dask.delayed import Delayed, delayed
 
 from benchmarks.workflows.base import Workflow
 
@@ -40,9 +41,19 @@ def _branch(source: int, i: int) -> int:
 
 
 def fan_out(width: int = 10_000, seed: int = 2) -> Any:
-    """One task feeding ``width`` tasks, summed back by one task: ``width + 2`` tasks."""
-    source = delayed(_source)(seed)
-    return delayed(sum)([delayed(_branch)(source, i) for i in range(width)])
+    """One task feeding ``width`` tasks, summed back by one task: ``width + 2`` tasks.
+
+    Written as one graph layer rather than ``width`` separate ``delayed`` calls: dask turns a
+    ``delayed`` over a list of 10000 delayed values (10000 graph layers) into a task graph in
+    time that grows faster than linearly (tens of seconds here, for every scheduler alike),
+    which would drown what this workflow measures.
+    """
+    token = tokenize(width, seed)
+    source, branch, total = (f"fan-out-{part}-{token}" for part in ("source", "branch", "sum"))
+    graph: dict[Any, Any] = {source: (_source, seed),
+                             total: (sum, [(branch, i) for i in range(width)])}
+    graph.update({(branch, i): (_branch, source, i) for i in range(width)})
+    return Delayed(total, graph)
 
 
 def fan_out_reference(width: int = 10_000, seed: int = 2) -> int:
