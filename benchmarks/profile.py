@@ -1,18 +1,18 @@
 """Where a daskless run spends its time, for one benchmark case.
 
 ``python -m benchmarks profile CASE [--quick] [--py-spy SECONDS]`` warms a default engine up,
-then runs the case once under pyinstrument (the client side) and reads the run's task timeline
-(``Engine.last_run.timeline``: start and end of every task, per worker) to split the wall time
-into phases:
+then times one run and reads its task timeline (``Engine.last_run.timeline``: start and end of
+every task, per worker) to split the wall time into phases:
 
 - client, until the first task starts: materialize, plan, submit, invoke, worker wake-up;
 - the span from the first task's start to the last task's end, with the time workers spent
   inside tasks (utilization = task time / (workers x span));
 - after the last task: events, fetching results, deleting the run.
 
-For comparison the same case runs on dask's threaded scheduler with task callbacks, which gives
-its task time. With ``--py-spy`` the worker processes are sampled (``py-spy record``) while the
-case runs repeatedly, and the functions they spend the most time in are listed.
+A second run shows the client side under pyinstrument. For comparison the same case runs on
+dask's threaded scheduler with task callbacks, which gives its task time. With ``--py-spy``
+the worker processes are sampled (``py-spy record``) while the case runs repeatedly, and the
+functions they spend the most time in are listed.
 """
 
 from __future__ import annotations
@@ -58,15 +58,22 @@ def threads_task_time(collection: Any) -> tuple[float, float]:
         return time.perf_counter() - start, total[0]
 
 
-def daskless_phases(engine: daskless.Engine, collection: Any) -> dict[str, Any]:
-    """Wall time of one run split into client, execution and collection phases."""
+def client_profile(engine: daskless.Engine, collection: Any) -> str:
+    """The client side of one run under pyinstrument (which slows Python-heavy code down, so
+    the phases are measured in a separate run without it)."""
     from pyinstrument import Profiler
 
-    profiler = Profiler(interval=0.0005)
-    began = time.time()
+    profiler = Profiler(interval=0.001)
     profiler.start()
     dask.compute(collection, scheduler=engine.get)
     profiler.stop()
+    return str(profiler.output_text(unicode=False, color=False))
+
+
+def daskless_phases(engine: daskless.Engine, collection: Any) -> dict[str, Any]:
+    """Wall time of one run split into client, execution and collection phases."""
+    began = time.time()
+    dask.compute(collection, scheduler=engine.get)
     ended = time.time()
     summary = engine.last_run
     assert summary is not None
@@ -79,8 +86,7 @@ def daskless_phases(engine: daskless.Engine, collection: Any) -> dict[str, Any]:
     return {"wall": ended - began, "before_first_task": first - began, "span": last - first,
             "after_last_task": ended - last, "task_time": sum(per_worker.values()),
             "per_worker": dict(per_worker), "tasks": summary.tasks,
-            "partitions": summary.partitions, "cross_edges": summary.cross_edges,
-            "client_profile": profiler.output_text(unicode=False, color=False)}
+            "partitions": summary.partitions, "cross_edges": summary.cross_edges}
 
 
 def sample_workers(scheduler: DasklessScheduler, collection: Any, seconds: float) -> str:
@@ -139,7 +145,7 @@ def profile(name: str, tier: str, py_spy_seconds: float = 0.0) -> None:
               f"{phases['before_first_task']:.3f} + span {phases['span']:.3f} + after last "
               f"task {phases['after_last_task']:.3f}; task time {phases['task_time']:.3f} s "
               f"({', '.join(f'{w}: {t:.3f}' for w, t in phases['per_worker'].items())})")
-        print(phases["client_profile"])
+        print(client_profile(scheduler.engine, collection))
         if py_spy_seconds:
             print(sample_workers(scheduler, collection, py_spy_seconds))
     finally:
