@@ -33,7 +33,7 @@ from daskless.graph import Graph, materialize, requested_keys
 from daskless.plan import make_plan
 from daskless.progress import configured_progress
 from daskless.run import RunClient, TaskFailed, fetch_persisted
-from worker_runtime import context
+from worker_runtime import context, peer_memory
 from worker_runtime.errors import RunGoneError, StoreUnavailableError
 from worker_runtime.invokers.threads import ThreadInvoker
 from worker_runtime.keys import key_name
@@ -172,6 +172,7 @@ class Engine:
             event_interval_s=float(config.get("event-interval")),
             by_reference=isinstance(resources.store, MemoryStore),
             blob_dir=resources.blob_dir,
+            peer_reads=resources.blob_dir is not None and peer_memory.available(),
             blob_threshold=int(config.get("blob-threshold-bytes")),
             metrics=observe.metrics_settings(),
         )

@@ -22,7 +22,7 @@ from daskless.plan import Plan
 from scheduler.errors import DasklessError
 from worker_runtime import references, serialization
 from worker_runtime.blobs import open_blobs
-from worker_runtime.context import Invoker
+from worker_runtime.context import Invoker, ReleasesRuns
 from worker_runtime.errors import InvocationError, SerializationError, WorkerLostError
 from worker_runtime.keys import key_name
 from worker_runtime.protocol import Event, Invocation, SubDAG
@@ -54,7 +54,7 @@ class RunClient:
         self.inline_limit = inline_limit
         self.ttl_s = ttl_s
         self.remaining = {plan.ids[k] for k in wanted if k in plan.ids}
-        self.blobs = open_blobs(plan.options.blob_dir, plan.options.blob_threshold)
+        self.blobs = open_blobs(plan.options)
         self.active: Counter[str] = Counter()
         self.started = False
         self.lost: set[str] = set()
@@ -147,6 +147,8 @@ class RunClient:
             self.store.delete_run(self.run_id)
         finally:
             references.drop_run(self.run_id)
+            if isinstance(self.invoker, ReleasesRuns):
+                self.invoker.release_run(self.run_id)
             if self.blobs is not None:
                 self.blobs.delete_run(self.run_id, wait=False)
 

@@ -26,7 +26,8 @@ import tempfile
 import threading
 from collections.abc import Hashable
 
-from worker_runtime import serialization
+from worker_runtime import peer_memory, serialization
+from worker_runtime.protocol import RunOptions
 
 MARKER = b"\x00daskless-blob:"
 MAGIC = b"DLB1"
@@ -39,15 +40,17 @@ def shared_memory_dir() -> str:
 
 
 def is_reference(data: bytes) -> bool:
-    return data.startswith(MARKER)
+    """Whether stored bytes only point at data kept elsewhere on this machine."""
+    return data.startswith(MARKER) or peer_memory.is_reference(data)
 
 
 class LocalBlobs:
     """Files under ``root``/``run_id``; see the module docstring."""
 
-    def __init__(self, root: str, threshold: int) -> None:
+    def __init__(self, root: str, threshold: int, peer_reads: bool = False) -> None:
         self.root = root
         self.threshold = threshold
+        self.peer_reads = peer_reads
 
     def dumps(self, run_id: str, task_id: int, key: Hashable, value: object) -> bytes:
         """A reference to a file holding ``value`` if it is large, else its usual bytes."""
@@ -60,6 +63,8 @@ class LocalBlobs:
         if size < self.threshold:
             # Without out-of-band buffers the stream already is the ordinary pickle.
             return stream if not views else serialization.dumps_output(key, value)
+        if self.peer_reads and len(stream) < self.threshold:
+            return peer_memory.share(run_id, task_id, value, stream, buffers)
         folder = os.path.join(self.root, run_id)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, str(task_id))
@@ -74,7 +79,9 @@ class LocalBlobs:
 
     def loads(self, data: bytes) -> object:
         """The value stored bytes stand for (inline bytes or a file reference)."""
-        if not is_reference(data):
+        if peer_memory.is_reference(data):
+            return peer_memory.load(data, "an input")
+        if not data.startswith(MARKER):
             return serialization.loads(data)
         path = self._checked(data[len(MARKER):].decode())
         with open(path, "rb") as f:
@@ -111,6 +118,8 @@ class LocalBlobs:
         ).start()
 
 
-def open_blobs(root: str | None, threshold: int) -> LocalBlobs | None:
+def open_blobs(options: RunOptions) -> LocalBlobs | None:
     """The blob tier a run's options describe, if any."""
-    return LocalBlobs(root, threshold) if root else None
+    if not options.blob_dir:
+        return None
+    return LocalBlobs(options.blob_dir, options.blob_threshold, options.peer_reads)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol, cast, runtime_checkable
 
 from worker_runtime import serialization
 from worker_runtime.protocol import Invocation, SubDAG
@@ -26,6 +26,15 @@ class Invoker(Protocol):
 
     def invoke(self, invocations: Sequence[Invocation]) -> None:
         """Hand invocations over without waiting for them to run."""
+        ...
+
+
+@runtime_checkable
+class ReleasesRuns(Protocol):
+    """An invoker whose workers keep run data in their own memory (see ``peer_memory``)."""
+
+    def release_run(self, run_id: str) -> None:
+        """Tell every worker to drop what it keeps for ``run_id``; never blocks for long."""
         ...
 
 

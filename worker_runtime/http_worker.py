@@ -51,7 +51,7 @@ from worker_runtime.invokers.http import HttpInvoker
 from worker_runtime.process_worker import (
     _configure_nested_computes,
     _die_with_parent,
-    _exit_when_stdin_closes,
+    _follow_parent,
 )
 from worker_runtime.protocol import Invocation
 from worker_runtime.store.redis_store import RedisStore
@@ -262,7 +262,7 @@ def main() -> None:
     """A gateway instance: settings on standard input; exits when standard input closes."""
     _die_with_parent()
     settings = WorkerSettings.from_json(sys.stdin.readline())
-    _exit_when_stdin_closes()
+    _follow_parent()
     try:
         run(settings)
     except Exception as exc:  # the gateway shows this text as the reason the start failed

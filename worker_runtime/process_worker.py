@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from worker_runtime import peer_memory
 from worker_runtime.context import WorkerContext
 from worker_runtime.errors import StoreUnavailableError
 from worker_runtime.invokers.queue import QueueInvoker
@@ -43,9 +44,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def _exit_when_stdin_closes() -> None:
+def _follow_parent() -> None:
+    """Act on the pool's commands on standard input, and exit when it closes."""
+
     def watch() -> None:
-        sys.stdin.read()
+        for line in sys.stdin:
+            command, _, run_id = line.strip().partition(" ")
+            if command == peer_memory.RELEASE_COMMAND:
+                peer_memory.release(run_id)
         os._exit(0)
 
     threading.Thread(target=watch, name="daskless-parent-watch", daemon=True).start()
@@ -93,8 +99,9 @@ def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
 
 def main() -> None:
     _die_with_parent()
+    peer_memory.allow_readers()
     config = json.loads(sys.stdin.readline())
-    _exit_when_stdin_closes()
+    _follow_parent()
     serve(config["store"], config["queue"], config.get("settings", {}))
 
 

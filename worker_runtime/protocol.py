@@ -77,6 +77,8 @@ class RunOptions:
     by_reference: bool = False
     blob_dir: str | None = None
     blob_threshold: int = 256 * 1024
+    # Large outputs stay in their producer's memory and are read from there (peer_memory).
+    peer_reads: bool = False
     # None: no metrics are recorded for the run.
     metrics: MetricsSettings | None = None
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import wait
 from typing import cast
 
-from worker_runtime import keys
+from worker_runtime import keys, peer_memory
 from worker_runtime.context import worker_id_for
 from worker_runtime.invokers.queue import QueueInvoker
 from worker_runtime.protocol import Invocation
@@ -36,6 +36,7 @@ WARM_MEMORY_ENV = {
 }
 
 LostCallback = Callable[[str, str], None]
+
 
 
 class ProcessPool:
@@ -113,6 +114,21 @@ class ProcessPool:
         proc.stdin.close()  # type: ignore[union-attr]
         self._on_lost(worker_id_for(proc.pid), f"worker process {proc.pid} exited with code {code}")
         self._spawn()
+
+    def release_run(self, run_id: str) -> None:
+        """Tell every worker to drop the outputs it keeps for ``run_id`` (``peer_memory``).
+
+        One line on each worker's standard input, read by its parent-watch thread; a worker
+        that exited meanwhile kept nothing anyway."""
+        line = f"{peer_memory.RELEASE_COMMAND} {run_id}\n".encode()
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
+            try:
+                proc.stdin.write(line)  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+            except (BrokenPipeError, ValueError, OSError):
+                pass
 
     def close(self) -> None:
         """Stop every process."""

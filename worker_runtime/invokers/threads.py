@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from worker_runtime import peer_memory
 from worker_runtime.context import WorkerContext
 from worker_runtime.protocol import Invocation
 from worker_runtime.store.base import Store
@@ -32,6 +33,10 @@ class ThreadInvoker:
                 return
             for invocation in invocations:
                 self._pool.submit(handle, invocation, self._context)
+
+    def release_run(self, run_id: str) -> None:
+        """Outputs kept for peer reads live in this process (see ``peer_memory``)."""
+        peer_memory.release(run_id)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,142 @@
+"""Large outputs read straight out of the memory of the worker process that made them.
+
+On one machine, copying a large output into a shared-memory file and mapping it back costs a
+page fault per 4 KiB page on both sides, and page faults are what moving data costs most on
+virtual machines. Here the producer keeps the output object itself, and stores only a small
+reference: its process id, the pickle stream of the object with the array data left out
+(pickle protocol 5), and the address and length of each out-of-band buffer. A reader copies the
+buffers with one ``process_vm_readv`` call into freshly allocated memory (large allocations get
+transparent huge pages) and unpickles around them: one copy, no file, nothing written by the
+producer.
+
+Lifetime: an output is kept until its run is released (:func:`release`), which the client asks
+of every local worker when it deletes the run; a worker process that exits frees everything.
+A reader that finds the producer gone raises :class:`~worker_runtime.errors.WorkerLostError`.
+
+Linux only (``process_vm_readv``, same user, no ptrace restrictions between the workers);
+:func:`available` says whether this process can use it, checked once by reading its own memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import struct
+import sys
+import threading
+from collections.abc import Hashable
+from functools import lru_cache
+from typing import Any
+
+from worker_runtime.errors import WorkerLostError
+
+MARKER = b"\x00daskless-peer:"
+RELEASE_COMMAND = "release"
+"""A pool writes ``release <run id>`` to a worker's standard input when a run ends."""
+_HEADER = struct.Struct("<3Q")  # pid, stream length, number of buffers
+_BUFFER = struct.Struct("<2Q")  # address, length
+
+_kept: dict[str, dict[int, tuple[object, list[memoryview]]]] = {}
+_lock = threading.Lock()
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def is_reference(data: bytes) -> bool:
+    return data.startswith(MARKER)
+
+
+def share(run_id: str, task_id: int, value: object, stream: bytes,
+          buffers: list[pickle.PickleBuffer]) -> bytes:
+    """Keep ``value`` for its run and return a reference other local processes can read."""
+    import numpy as np
+
+    views = [b.raw() for b in buffers]
+    with _lock:
+        _kept.setdefault(run_id, {})[task_id] = (value, views)
+    parts = [MARKER, _HEADER.pack(os.getpid(), len(stream), len(views))]
+    for view in views:
+        address = np.frombuffer(view, dtype=np.uint8).ctypes.data if view.nbytes else 0
+        parts.append(_BUFFER.pack(address, view.nbytes))
+    parts.append(stream)
+    return b"".join(parts)
+
+
+def load(data: bytes, key: Hashable) -> object:
+    """The value a reference stands for, copied out of its producer's memory."""
+    import numpy as np
+
+    offset = len(MARKER)
+    pid, stream_len, count = _HEADER.unpack_from(data, offset)
+    offset += _HEADER.size
+    buffers: list[Any] = []
+    for _ in range(count):
+        address, length = _BUFFER.unpack_from(data, offset)
+        offset += _BUFFER.size
+        target = np.empty(length, dtype=np.uint8)
+        if length:
+            _read(pid, address, target, key)
+        buffers.append(target)
+    return pickle.loads(data[offset:offset + stream_len], buffers=buffers)
+
+
+def release(run_id: str) -> None:
+    """Drop what this process keeps for ``run_id``."""
+    with _lock:
+        _kept.pop(run_id, None)
+
+
+def kept_runs() -> list[str]:
+    with _lock:
+        return list(_kept)
+
+
+def allow_readers() -> None:
+    """Let sibling processes read this one where Yama restricts ptrace to descendants."""
+    if sys.platform.startswith("linux"):
+        # PR_SET_PTRACER, PR_SET_PTRACER_ANY; fails harmlessly where Yama is not built in.
+        _libc().prctl(0x59616D61, ctypes.c_ulong(2**64 - 1), 0, 0, 0)
+
+
+def _read(pid: int, address: int, target: Any, key: Hashable) -> None:
+    length = int(target.nbytes)
+    local = _IoVec(target.ctypes.data, length)
+    remote = _IoVec(address, length)
+    done = _libc().process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if done != length:
+        errno = ctypes.get_errno()
+        raise WorkerLostError(
+            f"the worker process {pid} that holds the output of {key!r} is gone "
+            f"({os.strerror(errno) if errno else f'read {done} of {length} bytes'})"
+        )
+
+
+@lru_cache(maxsize=1)
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.process_vm_readv.argtypes = [
+        ctypes.c_int, ctypes.POINTER(_IoVec), ctypes.c_ulong,
+        ctypes.POINTER(_IoVec), ctypes.c_ulong, ctypes.c_ulong,
+    ]
+    libc.process_vm_readv.restype = ctypes.c_ssize_t
+    return libc
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether this platform lets local processes read each other's outputs this way."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        probe = ctypes.create_string_buffer(b"daskless", 8)
+        target = ctypes.create_string_buffer(8)
+        local = _IoVec(ctypes.addressof(target), 8)
+        remote = _IoVec(ctypes.addressof(probe), 8)
+        done = _libc().process_vm_readv(os.getpid(), ctypes.byref(local), 1,
+                                        ctypes.byref(remote), 1, 0)
+    except (OSError, AttributeError):
+        return False
+    return bool(done == 8 and target.raw == probe.raw)
