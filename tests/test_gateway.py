@@ -164,3 +164,15 @@ def test_programs_refuse_to_start_without_a_secret(command: str, redis_url: str)
     )
     assert result.returncode != 0
     assert "ConfigurationError" in result.stderr and "--insecure" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["worker", "gateway"])
+def test_programs_refuse_to_start_without_a_redis_url(command: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_DASKLESS__")}
+    env[auth.SECRET_ENV] = SECRET
+    result = subprocess.run(
+        [sys.executable, "-m", "daskless.cli", command, "--port", "0"],
+        capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "ConfigurationError" in result.stderr and "DASK_DASKLESS__STORE" in result.stderr

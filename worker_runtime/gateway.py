@@ -50,7 +50,7 @@ from aiohttp import web
 from worker_runtime import auth, serialization
 from worker_runtime.context import worker_id_for
 from worker_runtime.errors import InvocationError, RunGoneError, SignatureError
-from worker_runtime.http_worker import READY_LINE, WAIT_HEADER, WorkerSettings
+from worker_runtime.http_worker import READY_LINE, WAIT_HEADER, WorkerSettings, store_url
 from worker_runtime.protocol import Invocation
 from worker_runtime.store.redis_store import RedisStore
 
@@ -428,7 +428,7 @@ def command(store: str | None, host: str, port: int, max_instances: int,
     import dask.config
 
     run(GatewaySettings(
-        store=store or str(dask.config.get("daskless.store")),
+        store=store_url(store, "daskless gateway"),
         secret=auth.take_secret(),
         insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
         max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),

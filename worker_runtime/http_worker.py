@@ -46,7 +46,12 @@ from aiohttp import web
 
 from worker_runtime import auth, serialization
 from worker_runtime.context import WorkerContext
-from worker_runtime.errors import InvocationError, RunGoneError, SignatureError
+from worker_runtime.errors import (
+    ConfigurationError,
+    InvocationError,
+    RunGoneError,
+    SignatureError,
+)
 from worker_runtime.invokers.http import HttpInvoker
 from worker_runtime.process_worker import (
     _configure_nested_computes,
@@ -242,13 +247,26 @@ def run(settings: WorkerSettings) -> None:
     asyncio.run(main())
 
 
+def store_url(given: str | None, what: str) -> str:
+    """The Redis URL a serving program uses: ``--store``, else ``daskless.store``."""
+    import dask.config
+
+    url = given or str(dask.config.get("daskless.store", ""))
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            f"{what} needs the Redis its clients use: give --store or set "
+            f"DASK_DASKLESS__STORE to a redis://, rediss:// or unix:// URL (not {url!r})"
+        )
+    return url
+
+
 def command(store: str | None, host: str, port: int, concurrency: int,
             invoke_url: str | None, insecure: bool) -> int:
     """``daskless worker``: settings from the options and ``dask.config``; serve forever."""
     import dask.config
 
     settings = WorkerSettings(
-        store=store or str(dask.config.get("daskless.store")),
+        store=store_url(store, "daskless worker"),
         secret=auth.take_secret(),
         insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
         max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),
