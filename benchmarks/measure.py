@@ -102,7 +102,7 @@ class InvocationCounter:
                 self.count += 1
             original(client, event)
 
-        RunClient._on_event = counting  # type: ignore[method-assign]
+        RunClient._on_event = counting  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:

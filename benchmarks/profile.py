@@ -80,7 +80,7 @@ def daskless_phases(engine: daskless.Engine, collection: Any) -> dict[str, Any]:
     timeline = summary.timeline
     first = min(start for _, start, _, _ in timeline)
     last = max(end for _, _, end, _ in timeline)
-    per_worker: collections.Counter[str] = collections.Counter()
+    per_worker: dict[str, float] = collections.defaultdict(float)
     for _, start, end, worker in timeline:
         per_worker[worker] += end - start
     return {"wall": ended - began, "before_first_task": first - began, "span": last - first,

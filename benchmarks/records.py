@@ -104,7 +104,9 @@ def timed_run(
     workers = [pid for pid in worker_pids() if pid != client]
     reset_peaks([client, *workers])
     invoked = invocations.count if invocations is not None else 0
-    with traffic.measure() if traffic is not None else contextlib.nullcontext({}) as delta:
+    measuring: contextlib.AbstractContextManager[dict[str, int]] = (
+        traffic.measure() if traffic is not None else contextlib.nullcontext({}))
+    with measuring as delta:
         start = time.perf_counter()
         result = compute(collection)
         seconds = time.perf_counter() - start

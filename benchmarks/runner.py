@@ -96,13 +96,13 @@ def _run_case(case: Case, schedulers: dict[str, Scheduler], broken: dict[str, Ba
         tasks = graph_nodes(collection)
         references[case.name] = reference = case.reference()
     except Exception as exc:
-        records = [Record(case.name, case.workflow.name, n, 0) for n in [*schedulers, *broken]]
-        for record in records:
+        failed = [Record(case.name, case.workflow.name, n, 0) for n in [*schedulers, *broken]]
+        for record in failed:
             record.fail(exc)
-        return records
+        return failed
     records = {n: Record(case.name, case.workflow.name, n, tasks) for n in [*schedulers, *broken]}
-    for name, exc in broken.items():
-        records[name].fail(exc)
+    for name, error in broken.items():
+        records[name].fail(error)
     log(f"{case.name}: {tasks} tasks ({time.strftime('%H:%M:%S')})")
     order = list(schedulers)
     for round_ in range(repeat + 1):  # round 0 is the warm-up
