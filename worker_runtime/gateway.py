@@ -56,6 +56,7 @@ from worker_runtime.store.redis_store import RedisStore
 
 GATEWAY_READY_LINE = "daskless-gateway-ready"
 INSTANCE_START_TIMEOUT_S = 60.0
+LOST_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -281,11 +282,11 @@ class Gateway:
         self.counters["retired"] += 1
         self._drop(instance)
 
-    def _drop(self, instance: Instance) -> None:
+    def _drop(self, instance: Instance, stop: bool = True) -> None:
         instance.alive = False
         if instance in self.instances:
             self.instances.remove(instance)
-        if instance.proc.returncode is None:
+        if stop and instance.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 instance.proc.terminate()
 
@@ -308,8 +309,14 @@ class Gateway:
 
     async def _lost(self, instance: Instance, invocation: Invocation, reason: str) -> None:
         self.counters["lost"] += 1
-        self._drop(instance)
-        code = await instance.proc.wait()
+        # Not terminated at once: signalling polls the process, which would reap a process
+        # that just died before asyncio's watcher sees its exit code.
+        self._drop(instance, stop=False)
+        try:
+            code = await asyncio.wait_for(asyncio.shield(instance.proc.wait()), LOST_GRACE_S)
+        except asyncio.TimeoutError:  # the connection broke but the process lives on: stop it
+            await _stop(instance.proc)
+            code = await instance.proc.wait()
         why = f"worker instance {instance.proc.pid} exited with code {code} ({reason})"
         event = ("lost", instance.worker_id, why)
         with contextlib.suppress(RunGoneError):
