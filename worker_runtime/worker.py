@@ -55,7 +55,7 @@ class Execution:
         self.options = spec.options
         self.metrics = metrics.recorder_for(context.store, context.worker_id, invocation,
                                             spec.options.metrics, time.perf_counter() - spec_start)
-        self.blobs = open_blobs(spec.options.blob_dir, spec.options.blob_threshold)
+        self.blobs = open_blobs(spec.options)
         self.parts: dict[int, SubDAG] = {spec.partition: spec}
         self.current = spec.partition
         self.held: dict[int, object] = {}
