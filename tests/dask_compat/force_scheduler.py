@@ -251,7 +251,11 @@ def append_count(path: Path, record: dict[str, Any]) -> None:
         handle.flush()
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # At session end, before an xdist worker reports that it has finished: a worker may be
+    # stopped as soon as the controller is done, before its unconfigure hooks run.
+    config = session.config
     state = config.stash.get(_STATE_KEY, None)
     count_file = os.environ.get(ENV_COUNT_FILE, "").strip()
     if state is None or not count_file:
