@@ -24,7 +24,7 @@ from dask.base import collections_to_expr
 from dask.core import flatten
 from dask.local import nested_get
 
-from daskless import config, finalize, observe
+from daskless import config, finalize, gcpause, observe
 from daskless.backends import Resources, start
 from daskless.callbacks import CallbackDriver, driving
 from daskless.config import Backend
@@ -75,20 +75,22 @@ class Engine:
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Compute ``keys`` of ``dsk``; Dask's scheduler contract."""
         start = time.perf_counter()
-        graph, _annotations = materialize(dsk)
-        wanted = requested_keys(keys)
-        _store, results = self._compute(graph, wanted, kwargs, persist=False,
-                                        convert_s=time.perf_counter() - start)
+        with gcpause.paused():  # see daskless.gcpause
+            graph, _annotations = materialize(dsk)
+            wanted = requested_keys(keys)
+            _store, results = self._compute(graph, wanted, kwargs, persist=False,
+                                            convert_s=time.perf_counter() - start)
         return nested_get(keys, results)
 
     def persist(self, collections: Sequence[Any], optimize_graph: bool = True,
                 **kwargs: Any) -> list[Any]:
         """Compute collections and keep their values in the store (``dask.persist`` protocol)."""
-        expr = collections_to_expr(collections, optimize_graph).optimize()
-        keys_per_collection = [list(flatten(k)) for k in expr.__dask_keys__()]
-        wanted = [k for ks in keys_per_collection for k in ks]
-        graph, _annotations = materialize(expr)
-        store, _ = self._compute(graph, wanted, kwargs, persist=True)
+        with gcpause.paused():  # see daskless.gcpause
+            expr = collections_to_expr(collections, optimize_graph).optimize()
+            keys_per_collection = [list(flatten(k)) for k in expr.__dask_keys__()]
+            wanted = [k for ks in keys_per_collection for k in ks]
+            graph, _annotations = materialize(expr)
+            store, _ = self._compute(graph, wanted, kwargs, persist=True)
         futures = {k: PersistedValue(k, store) for k in wanted}
         pairs = zip(collections, keys_per_collection)
         return [self._rebuild(c, ks, futures) for c, ks in pairs]
@@ -120,16 +122,17 @@ class Engine:
         with configured_progress(), driving(kwargs.get("callbacks"), graph) as driver:
             steps = {} if persist else finalize.client_steps(graph, wanted)
             requested, wanted = wanted, finalize.run_keys(wanted, steps)
-            plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted, options,
-                             workers)
+            plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted,
+                             options, workers)
             recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
             driver.started(plan.dag, steps)
-            self.last_run = RunSummary(run_id, len(plan.keys) + len(steps), len(plan.parts.parts),
-                                       plan.parts.cross_edges(plan.dag))
+            self.last_run = RunSummary(run_id, len(plan.keys) + len(steps),
+                                       len(plan.parts.parts), plan.parts.cross_edges(plan.dag))
             if not plan.keys:
                 return {} if persist else fetch_persisted(store, wanted)
             client = RunClient(run_id, plan, store, resources.invoker, driver, wanted,
-                               int(config.get("inline-spec-bytes")), float(config.get("run-ttl")))
+                               int(config.get("inline-spec-bytes")),
+                               float(config.get("run-ttl")))
             self._runs[run_id] = client
             self.last_run = replace(self.last_run, timeline=client.timeline)
             error: BaseException | None = None
