@@ -138,7 +138,7 @@ class Engine:
             error: BaseException | None = None
             try:
                 client.submit()
-                recorder.lap("submit")
+                recorder.submitted()
                 client.wait(float(config.get("start-timeout")))
                 recorder.lap("wait")
                 if persist:
