@@ -50,7 +50,14 @@ from aiohttp import web
 from worker_runtime import auth, serialization
 from worker_runtime.context import worker_id_for
 from worker_runtime.errors import InvocationError, RunGoneError, SignatureError
-from worker_runtime.http_worker import READY_LINE, WAIT_HEADER, WorkerSettings, store_url
+from worker_runtime.http_worker import (
+    READY_LINE,
+    WAIT_HEADER,
+    WorkerSettings,
+    listen,
+    refuse,
+    store_url,
+)
 from worker_runtime.protocol import Invocation
 from worker_runtime.store.redis_store import RedisStore
 
@@ -138,21 +145,21 @@ class Gateway:
     async def invoke(self, request: web.Request) -> web.Response:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return _refuse(413, f"invocation body larger than {limit} bytes")
+            return refuse(413, f"invocation body larger than {limit} bytes")
         try:
             body = await request.read()
             if self._signer is not None:
                 self._signer.verify_headers(body, request.headers)
             invocation = Invocation.from_bytes(body)
         except web.HTTPRequestEntityTooLarge:
-            return _refuse(413, f"invocation body larger than {limit} bytes")
+            return refuse(413, f"invocation body larger than {limit} bytes")
         except SignatureError as exc:
-            return _refuse(401, str(exc))
+            return refuse(401, str(exc))
         except InvocationError as exc:
-            return _refuse(400, str(exc))
+            return refuse(400, str(exc))
         if self._full():
             self.counters["rejected"] += 1
-            return _refuse(429, "all instances are busy and the queue is full",
+            return refuse(429, "all instances are busy and the queue is full",
                            {"Retry-After": "1"})
         self.counters["accepted"] += 1
         self._waiting += 1  # counted now, so a burst of requests sees the queue fill up
@@ -394,19 +401,10 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-def _refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers=headers)
-
-
 async def start(gateway: Gateway) -> tuple[web.AppRunner, int]:
     """Listen; returns the runner and the port actually bound."""
-    runner = web.AppRunner(gateway.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, gateway.settings.host, gateway.settings.port)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    host = gateway.settings.host if gateway.settings.host not in ("", "0.0.0.0") else "127.0.0.1"
-    gateway.url = f"http://{host}:{port}"
+    runner, gateway.url, port = await listen(
+        gateway.app(), gateway.settings.host, gateway.settings.port)
     return runner, port
 
 

@@ -140,19 +140,19 @@ class HttpWorker:
     async def invoke(self, request: web.Request) -> web.Response:
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return _refuse(413, f"invocation body larger than {limit} bytes")
+            return refuse(413, f"invocation body larger than {limit} bytes")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _refuse(413, f"invocation body larger than {limit} bytes")
+            return refuse(413, f"invocation body larger than {limit} bytes")
         try:
             invocation = self.verified(body, request.headers)
         except SignatureError as exc:
-            return _refuse(401, str(exc))
+            return refuse(401, str(exc))
         except InvocationError as exc:
-            return _refuse(400, str(exc))
+            return refuse(400, str(exc))
         if not self._admit():
-            return _refuse(429, f"{self.settings.concurrency} invocations already run here",
+            return refuse(429, f"{self.settings.concurrency} invocations already run here",
                            {"Retry-After": "1"})
         done = asyncio.get_running_loop().run_in_executor(self._executor, self._run, invocation)
         if request.headers.get(WAIT_HEADER) == "1":
@@ -206,19 +206,26 @@ class HttpWorker:
         self.store.close()
 
 
-def _refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An invocation turned away, with the reason as JSON (workers and the gateway alike)."""
     return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str, int]:
+    """Serve ``app``; returns the runner, the URL to reach it and the port actually bound."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = int(runner.addresses[0][1])
+    reach = host if host not in ("", "0.0.0.0") else "127.0.0.1"
+    return runner, f"http://{reach}:{bound}", bound
 
 
 async def start(worker: HttpWorker) -> tuple[web.AppRunner, int]:
     """Listen on the configured address; the port actually bound is returned (for port 0)."""
-    runner = web.AppRunner(worker.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, worker.settings.host, worker.settings.port)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    host = worker.settings.host if worker.settings.host not in ("", "0.0.0.0") else "127.0.0.1"
-    worker.bind(f"http://{host}:{port}")
+    runner, url, port = await listen(worker.app(), worker.settings.host, worker.settings.port)
+    worker.bind(url)
     return runner, port
 
 
