@@ -22,6 +22,7 @@ from dask import delayed
 import daskless
 from daskless import cli
 from daskless.report.data import load_run
+from worker_runtime import metrics
 from worker_runtime.store.redis_store import RedisStore
 
 
@@ -88,7 +89,8 @@ def test_report_sections_and_figures_match_the_run_events(
         (total,) = dask.compute(tree(64), scheduler=engine.get)
     assert total == sum(range(1, 65))
     (run,) = report.metrics
-    _, records = store.read_metrics(run.run_id, "0", timeout_s=0)
+    _, compact = store.read_metrics(run.run_id, "0", timeout_s=0)
+    records = list(metrics.expand(compact))
     plan = next(r[1] for r in records if r[0] == "run")
     workers = {r[1]: r[2] for r in records if r[0] == "inv"}
     tasks = {r[2]: r for r in records if r[0] == "task"}

@@ -60,6 +60,12 @@ class SpecCache:
                 self._specs.popitem(last=False)
         return spec
 
+    def forget(self, run_id: str) -> None:
+        """Drop the sub-DAGs of a run that ended (their objects need not outlive it)."""
+        with self._lock:
+            for key in [k for k in self._specs if k[0] == run_id]:
+                del self._specs[key]
+
 
 class Keepalive:
     """The originals of small outputs this worker shipped, kept for its most recent runs.

@@ -52,6 +52,7 @@ from worker_runtime.errors import (
     RunGoneError,
     SignatureError,
 )
+from worker_runtime.heap import ImportFreezer
 from worker_runtime.invokers.http import HttpInvoker
 from worker_runtime.process_worker import (
     _configure_nested_computes,
@@ -114,6 +115,7 @@ class HttpWorker:
         self._lock = threading.Lock()
         self.running = 0
         self.finished = 0
+        self.freezer = ImportFreezer()
         self.invoker: HttpInvoker | None = None
         self.context: WorkerContext | None = None
 
@@ -187,6 +189,7 @@ class HttpWorker:
         assert self.context is not None, "bind() first"
         try:
             handle(invocation, self.context)
+            self.freezer.after_invocation()
         finally:
             with self._lock:
                 self.running -= 1

@@ -39,7 +39,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask.config
@@ -52,6 +52,7 @@ from worker_runtime.auth import (
 )
 from worker_runtime.context import Keepalive, SpecCache, WorkerContext
 from worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
+from worker_runtime.heap import ImportFreezer
 from worker_runtime.invokers.aws_lambda import SCHEME, LambdaInvoker, LambdaSettings
 from worker_runtime.process_worker import _configure_nested_computes
 from worker_runtime.protocol import Invocation
@@ -81,6 +82,7 @@ class WarmState:
     specs: SpecCache
     keepalive: Keepalive
     invocations: int = 0
+    freezer: ImportFreezer = field(default_factory=ImportFreezer)
 
 
 _warm: WarmState | None = None
@@ -151,6 +153,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         forward_warnings=True,
     )
     handle(invocation, worker)
+    warm.freezer.after_invocation()
     return {"run": invocation.run_id, "partition": invocation.partition,
             "worker": worker_id, "cold": cold, "pid": os.getpid()}
 

@@ -16,8 +16,13 @@ buffered since its last upload.
 Records are JSON lists (the first item names the kind; ``inv`` is the invocation id):
 
 - ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline]``
-- ``["task", inv, task_id, t_start, t_end, [[input_id, nbytes, download_s], ...]]`` (inputs
-  read from the store only; the others were in this worker's memory)
+- ``["tasks", inv, t0, [task_id, ...], [start_us, ...], [end_us, ...], [[i, input_id, nbytes,
+  download_us], ...]]``: the tasks that ran since the last upload, as columns. Times are whole
+  microseconds after ``t0``; inputs are those read from the store only (the others were in this
+  worker's memory), ``i`` indexing the task columns. Columns of integers keep the per-task cost
+  low: encoding one float per timestamp took longer than running a small task.
+  :func:`expand` turns such a record into one ``["task", inv, task_id, t_start, t_end,
+  [[input_id, nbytes, download_s], ...]]`` per task, the form readers use.
 - ``["err", inv, task_id, t_start, t_end]``
 - ``["flush", inv, t_start, t_end, [[task_id, nbytes], ...], [producer ids of marks]]``
 - ``["end", inv, t, n_tasks, dropped]``
@@ -31,7 +36,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from worker_runtime.protocol import Invocation, MetricsSettings, TaskInfo
@@ -135,6 +140,12 @@ class Recorder:
         self.inv = uuid.uuid4().hex[:12]
         self.records: list[list[Any]] = []
         self.downloads: dict[int, tuple[int, float]] = {}
+        # The "tasks" columns waiting for the next upload (times in seconds after t0).
+        self.t0 = time.time()
+        self.ids: list[int] = []
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.inputs: list[list[Any]] = []
         self.tasks = 0
         self.dropped = 0
         self.last_upload = time.time()
@@ -146,7 +157,7 @@ class Recorder:
             _seen_workers.add(worker_id)
         startup = _process_startup_s() if cold else None
         self.records.append([
-            "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
+            "inv", self.inv, worker, invocation.partition, len(invocation.entries), self.t0,
             cold, startup, spec_s, invocation.inline_spec is not None,
         ])
         if self.policy.due(len(self.records), 0.0):  # "task": the start is news too
@@ -163,10 +174,14 @@ class Recorder:
 
     def task(self, info: TaskInfo, start: float, end: float) -> None:
         downloads = self.downloads
-        inputs = [[d, *downloads[d]] for d in info.deps if d in downloads] if downloads else []
-        self.records.append(["task", self.inv, info.id, start, end, inputs])
+        if downloads:
+            at = len(self.ids)
+            self.inputs.extend([at, d, *downloads[d]] for d in info.deps if d in downloads)
+        self.ids.append(info.id)
+        self.starts.append(start)
+        self.ends.append(end)
         self.tasks += 1
-        if self.policy.due(len(self.records), end - self.last_upload):
+        if self.policy.due(len(self.records) + len(self.ids), end - self.last_upload):
             self.upload()
 
     def failed(self, task_id: int, start: float) -> None:
@@ -180,17 +195,32 @@ class Recorder:
 
     def finish(self) -> None:
         """The invocation ends: upload everything that is left."""
+        self._take_tasks()
         self.records.append(["end", self.inv, time.time(), self.tasks, self.dropped])
         self.upload()
 
     def upload(self) -> None:
+        self._take_tasks()
         records, self.records = self.records, []
         self.last_upload = time.time()
         try:
             self.store.add_metrics(self.run_id, records, self.retention_s)
         except Exception:
             # Metrics never fail a run; the reader sees the gap (and ``dropped`` on ``end``).
-            self.dropped += len(records)
+            self.dropped += sum(len(r[3]) if r[0] == "tasks" else 1 for r in records)
+
+    def _take_tasks(self) -> None:
+        """Move the buffered task columns into one ``tasks`` record."""
+        if not self.ids:
+            return
+        t0 = self.t0
+        self.records.append([
+            "tasks", self.inv, t0, self.ids,
+            [round((s - t0) * 1e6) for s in self.starts],
+            [round((e - t0) * 1e6) for e in self.ends],
+            [[i, d, n, round(s * 1e6)] for i, d, n, s in self.inputs],
+        ])
+        self.ids, self.starts, self.ends, self.inputs = [], [], [], []
 
 
 class NoRecorder:
@@ -222,6 +252,21 @@ def recorder_for(
     recorder = Recorder(store, invocation.run_id, settings)
     recorder.started(worker_id, invocation, spec_s)
     return recorder
+
+
+def expand(records: Iterable[list[Any]]) -> Iterator[list[Any]]:
+    """The records with each ``tasks`` record replaced by one ``task`` record per task."""
+    for record in records:
+        if record[0] != "tasks":
+            yield record
+            continue
+        _, inv, t0, ids, starts, ends, inputs = record
+        per_task: dict[int, list[list[Any]]] = {}
+        for i, input_id, nbytes, download_us in inputs:
+            per_task.setdefault(i, []).append([input_id, nbytes, download_us / 1e6])
+        for i, task_id in enumerate(ids):
+            yield ["task", inv, task_id, t0 + starts[i] / 1e6, t0 + ends[i] / 1e6,
+                   per_task.get(i, [])]
 
 
 def _lane(worker_id: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from worker_runtime import peer_memory
 from worker_runtime.context import WorkerContext
 from worker_runtime.errors import StoreUnavailableError
+from worker_runtime.heap import ImportFreezer
 from worker_runtime.invokers.queue import QueueInvoker
 from worker_runtime.protocol import Invocation
 from worker_runtime.store.redis_store import RedisStore
@@ -44,7 +45,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _follow_parent() -> None:
+def _follow_parent(context: WorkerContext | None = None) -> None:
     """Act on the pool's commands on standard input, and exit when it closes."""
 
     def watch() -> None:
@@ -52,6 +53,8 @@ def _follow_parent() -> None:
             command, _, run_id = line.strip().partition(" ")
             if command == peer_memory.RELEASE_COMMAND:
                 peer_memory.release(run_id)
+                if context is not None:
+                    context.specs.forget(run_id)
         os._exit(0)
 
     threading.Thread(target=watch, name="daskless-parent-watch", daemon=True).start()
@@ -82,6 +85,8 @@ def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
     context = WorkerContext(
         store=store, invoker=QueueInvoker(store, queue), forward_warnings=True
     )
+    _follow_parent(context)
+    freezer = ImportFreezer()
     print(READY_LINE, flush=True)
     backoff = 0.0
     while True:
@@ -95,13 +100,13 @@ def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
         backoff = 0.0
         if payload is not None:
             handle(Invocation.from_bytes(payload), context)
+            freezer.after_invocation()
 
 
 def main() -> None:
     _die_with_parent()
     peer_memory.allow_readers()
     config = json.loads(sys.stdin.readline())
-    _follow_parent()
     serve(config["store"], config["queue"], config.get("settings", {}))
 
 

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from daskless.report import analysis
 from daskless.report.data import RunMetrics, load_run
+from worker_runtime import metrics
 from worker_runtime.store.base import Store
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static" / "dashboard"
@@ -71,8 +72,9 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     pending: list[Any] = []
     try:
         while not run.complete:
-            cursor, records = await asyncio.to_thread(
+            cursor, compact = await asyncio.to_thread(
                 store.read_metrics, run_id, cursor, READ_BLOCK_S)
+            records = list(metrics.expand(compact))  # the page reads one record per task
             run.add(records)
             pending.extend(r for r in records if r[0] != "run")
             if not run.has_plan:

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker_runtime import metrics
 from worker_runtime.store.base import Store
 
 
@@ -93,7 +94,7 @@ class RunMetrics:
 
     def add(self, records: Iterable[list[Any]]) -> None:
         """Fold records in (in stream order; workers' records may precede the plan)."""
-        for record in records:
+        for record in metrics.expand(records):
             self.records += 1
             if not self.tasks and record[0] not in ("run", "run-end"):
                 self._early.append(record)

@@ -116,7 +116,7 @@ class ProcessPool:
         self._spawn()
 
     def release_run(self, run_id: str) -> None:
-        """Tell every worker to drop the outputs it keeps for ``run_id`` (``peer_memory``).
+        """Tell every worker to drop what it keeps for ``run_id``: outputs and sub-DAGs.
 
         One line on each worker's standard input, read by its parent-watch thread; a worker
         that exited meanwhile kept nothing anyway."""

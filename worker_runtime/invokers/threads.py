@@ -37,6 +37,7 @@ class ThreadInvoker:
     def release_run(self, run_id: str) -> None:
         """Outputs kept for peer reads live in this process (see ``peer_memory``)."""
         peer_memory.release(run_id)
+        self._context.specs.forget(run_id)
 
     def close(self) -> None:
         with self._lock:
