@@ -49,12 +49,13 @@ from aiohttp import web
 
 from worker_runtime import auth, serialization
 from worker_runtime.context import worker_id_for
-from worker_runtime.errors import InvocationError, RunGoneError, SignatureError
+from worker_runtime.errors import InvocationError, RunGoneError
 from worker_runtime.http_worker import (
     READY_LINE,
     WAIT_HEADER,
     WorkerSettings,
     listen,
+    read_invocation,
     refuse,
     store_url,
 )
@@ -143,20 +144,10 @@ class Gateway:
 
     # -- routes ----------------------------------------------------------------------------
     async def invoke(self, request: web.Request) -> web.Response:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return refuse(413, f"invocation body larger than {limit} bytes")
-        try:
-            body = await request.read()
-            if self._signer is not None:
-                self._signer.verify_headers(body, request.headers)
-            invocation = Invocation.from_bytes(body)
-        except web.HTTPRequestEntityTooLarge:
-            return refuse(413, f"invocation body larger than {limit} bytes")
-        except SignatureError as exc:
-            return refuse(401, str(exc))
-        except InvocationError as exc:
-            return refuse(400, str(exc))
+        read = await read_invocation(request, self.settings.max_body_bytes, self._signer)
+        if isinstance(read, web.Response):
+            return read
+        body, invocation = read
         if self._full():
             self.counters["rejected"] += 1
             return refuse(429, "all instances are busy and the queue is full",

@@ -140,19 +140,11 @@ class HttpWorker:
 
     # -- routes ----------------------------------------------------------------------------
     async def invoke(self, request: web.Request) -> web.Response:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return refuse(413, f"invocation body larger than {limit} bytes")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return refuse(413, f"invocation body larger than {limit} bytes")
-        try:
-            invocation = self.verified(body, request.headers)
-        except SignatureError as exc:
-            return refuse(401, str(exc))
-        except InvocationError as exc:
-            return refuse(400, str(exc))
+        read = await read_invocation(request, self.settings.max_body_bytes, self.verifier)
+        if isinstance(read, web.Response):
+            return read
+        # The sub-DAG is always read from the store, never from the request.
+        invocation = dataclasses.replace(read[1], inline_spec=None)
         if not self._admit():
             return refuse(429, f"{self.settings.concurrency} invocations already run here",
                            {"Retry-After": "1"})
@@ -172,12 +164,6 @@ class HttpWorker:
         })
 
     # -- work ------------------------------------------------------------------------------
-    def verified(self, body: bytes, headers: Mapping[str, str]) -> Invocation:
-        """The invocation in ``body`` once its signature checks out, without its inline spec."""
-        if self.verifier is not None:
-            self.verifier.verify_headers(body, headers)
-        return dataclasses.replace(Invocation.from_bytes(body), inline_spec=None)
-
     def _admit(self) -> bool:
         with self._lock:
             if self.running >= self.settings.concurrency:
@@ -212,6 +198,30 @@ class HttpWorker:
 def refuse(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """An invocation turned away, with the reason as JSON (workers and the gateway alike)."""
     return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+async def read_invocation(
+    request: web.Request, limit: int, verifier: auth.Signer | None
+) -> tuple[bytes, Invocation] | web.Response:
+    """The body and invocation a request carries, or the response that turns it away.
+
+    Size first (413), then the signature (401), then the payload's shape (400), so that nothing
+    is parsed before it is known to come from a holder of the secret.
+    """
+    too_large = f"invocation body larger than {limit} bytes"
+    if request.content_length is not None and request.content_length > limit:
+        return refuse(413, too_large)
+    try:
+        body = await request.read()
+        if verifier is not None:
+            verifier.verify_headers(body, request.headers)
+        return body, Invocation.from_bytes(body)
+    except web.HTTPRequestEntityTooLarge:
+        return refuse(413, too_large)
+    except SignatureError as exc:
+        return refuse(401, str(exc))
+    except InvocationError as exc:
+        return refuse(400, str(exc))
 
 
 async def listen(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str, int]:
