@@ -1,10 +1,11 @@
 """The client's part of a run's metrics, and the hooks that reports listen to.
 
 Workers record what happens inside a run (``worker_runtime.metrics``); the client adds what only
-it knows: the plan (every task's key, function, partition and inputs) in a ``run`` record written
-before any worker starts, and its own timings (graph conversion, partitioning, submission,
-waiting, collecting results, total) with the run's outcome in a ``run-end`` record. Both go to
-the same per-run metrics stream, so a report or the dashboard reads one place.
+it knows: the plan (every task's key, function, partition and inputs, see :func:`task_columns`)
+in a ``run`` record written while the workers start, and its own timings (graph conversion,
+partitioning, submission, waiting, collecting results, total) with the run's outcome in a
+``run-end`` record. Both go to the same per-run metrics stream, so a report or the dashboard
+reads one place.
 
 :class:`RunListener` objects (``performance_report``) are told when a run starts and ends in
 this process; :func:`listening` registers one for the duration of a ``with`` block.
@@ -70,24 +71,42 @@ def metrics_settings() -> MetricsSettings | None:
     )
 
 
-def task_table(plan: Plan) -> list[list[Any]]:
-    """``[key, function, partition, input ids]`` per task id: what readers need of the plan."""
-    table: list[list[Any]] = []
-    names: dict[int, str] = {}  # by id(func): a graph has few distinct functions
-    for key in plan.keys:
-        func = getattr(plan.dag[key].payload, "func", None)
-        if callable(func):
-            name = names.get(id(func))
-            if name is None:
-                name = names[id(func)] = funcname(func)
-        else:
-            name = key_split(key)
-        table.append([str(key), name, -1, []])
+def task_columns(plan: Plan) -> dict[str, list[Any]]:
+    """What readers need of the plan, as columns indexed by task id.
+
+    ``keys``; ``function`` indexes ``functions``; ``partition``; ``deps`` (input ids). Columns
+    of strings and integers are what JSON encodes fastest, and this runs on the client while
+    the workers start.
+    """
+    functions, function = _function_column(plan)
+    partition = [-1] * len(plan.keys)
+    deps: list[tuple[int, ...]] = [()] * len(plan.keys)
     for part, spec in plan.specs.items():
         for task_id, info in spec.tasks.items():
-            table[task_id][2] = part
-            table[task_id][3] = list(info.deps)
-    return table
+            partition[task_id] = part
+            deps[task_id] = info.deps
+    return {"keys": [str(k) for k in plan.keys], "functions": functions,
+            "function": function, "partition": partition, "deps": list(deps)}
+
+
+def _function_column(plan: Plan) -> tuple[list[str], list[int]]:
+    """The distinct function names, and the index of each task's (a graph has few)."""
+    functions: list[str] = []
+    by_name: dict[str, int] = {}
+    by_func: dict[int, int] = {}  # id(func) -> index: naming each task's function is slower
+    column: list[int] = []
+    for key in plan.keys:
+        func = getattr(plan.dag[key].payload, "func", None)
+        index = by_func.get(id(func)) if callable(func) else None
+        if index is None:
+            name = funcname(func) if callable(func) else key_split(key)
+            index = by_name.setdefault(name, len(functions))
+            if index == len(functions):
+                functions.append(name)
+            if callable(func):
+                by_func[id(func)] = index
+        column.append(index)
+    return functions, column
 
 
 class RunRecorder:
@@ -130,7 +149,7 @@ class RunRecorder:
             return
         (plan, wanted_ids), self._plan = self._plan, None
         record = {
-            "run_id": self.run_id, "t": self.started, "tasks": task_table(plan),
+            "run_id": self.run_id, "t": self.started, **task_columns(plan),
             "partitions": len(plan.specs), "requested": wanted_ids,
             "strategy": self.settings.strategy,
         }

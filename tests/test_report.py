@@ -92,9 +92,10 @@ def test_report_sections_and_figures_match_the_run_events(
     _, compact = store.read_metrics(run.run_id, "0", timeout_s=0)
     records = list(metrics.expand(compact))
     plan = next(r[1] for r in records if r[0] == "run")
+    functions = [plan["functions"][f] for f in plan["function"]]
     workers = {r[1]: r[2] for r in records if r[0] == "inv"}
     tasks = {r[2]: r for r in records if r[0] == "task"}
-    assert len(tasks) == len(plan["tasks"]) == 127
+    assert len(tasks) == len(plan["keys"]) == len(plan["deps"]) == 127
 
     page = Page()
     page.feed(path.read_text())
@@ -107,18 +108,18 @@ def test_report_sections_and_figures_match_the_run_events(
     (data,) = page.data
     assert data["run_id"] == run.run_id and data["status"] == "ok"
     assert data["recorded"] == 127
-    assert data["functions"] == dict(Counter(plan["tasks"][t][1] for t in tasks))
+    assert data["functions"] == dict(Counter(functions[t] for t in tasks))
     assert data["workers"] == dict(Counter(workers[r[1]] for r in tasks.values()))
     downloads = [i for r in tasks.values() for i in r[5]]
     assert data["transfers"]["via store"] == {"edges": len(downloads),
                                               "bytes": sum(n for _, n, _ in downloads)}
-    edges = sum(len(deps) for _, _, _, deps in plan["tasks"])
+    edges = sum(len(deps) for deps in plan["deps"])
     assert data["transfers"]["local"]["edges"] == edges - len(downloads)
     # The critical path is a chain of the DAG from a source to the final task.
     path_ids = page.critical
-    assert plan["tasks"][path_ids[0]][3] == []
+    assert plan["deps"][path_ids[0]] == []
     for before, after in itertools.pairwise(path_ids):
-        assert before in plan["tasks"][after][3]
+        assert before in plan["deps"][after]
     assert path_ids[-1] == plan["requested"][0]
 
 

@@ -109,8 +109,10 @@ class RunMetrics:
         self.partitions = int(body["partitions"])
         self.requested = list(body["requested"])
         self.strategy = str(body.get("strategy", ""))
-        self.tasks = [TaskMetrics(i, key, func, part, list(deps))
-                      for i, (key, func, part, deps) in enumerate(body["tasks"])]
+        names = body["functions"]
+        columns = zip(body["keys"], body["function"], body["partition"], body["deps"])
+        self.tasks = [TaskMetrics(i, key, names[func], part, list(deps))
+                      for i, (key, func, part, deps) in enumerate(columns)]
         self.records -= len(early)
         self.add(early)
 
