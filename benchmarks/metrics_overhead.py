@@ -11,7 +11,7 @@ medians and as the median of the per-pair ratios. On a small virtual machine the
 whole machine drifts by tens of percent within a minute; the paired figure compares runs made
 seconds apart and is the one to read there.
 
-    python -m benchmarks.metrics_overhead [--repeat 21] [--leaves 4096] [--strategy interval]
+    python -m benchmarks.metrics_overhead [--repeat 41] [--leaves 4096] [--strategy interval]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def measure(repeat: int, leaves: int, strategy: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument("--repeat", type=int, default=41)
     parser.add_argument("--leaves", type=int, default=4096)
     parser.add_argument("--strategy", default="interval",
                         choices=["task", "batch", "interval", "exit"])

@@ -2,10 +2,11 @@
 
 Each invocation gets a :class:`Recorder`. The worker loop calls it at a few points (the sub-DAG
 was loaded, inputs were fetched, a task ran or failed, a flush delivered outputs and marks, the
-invocation ends); the recorder appends one small list per point to an in-memory buffer and asks
-its :class:`UploadPolicy` whether the buffer is due. An upload is one pipelined
-``Store.add_metrics`` call (one round trip) to the run's metrics stream, which lives apart from
-the run's disposable keys and outlives them (``daskless.metrics.retention``).
+invocation ends); the recorder appends to in-memory buffers (a task's id and times go into
+columns, other points make one small list each) and checks its :class:`UploadPolicy`'s
+thresholds. An upload is one pipelined ``Store.add_metrics`` call (one round trip) to the run's
+metrics stream, which lives apart from the run's disposable keys and outlives them
+(``daskless.metrics.retention``).
 
 Policies (``daskless.metrics.strategy``): ``task`` uploads after every task, ``batch`` every
 ``batch-size`` records, ``interval`` every ``interval`` seconds (checked after each task), ``exit``
@@ -16,11 +17,10 @@ buffered since its last upload.
 Records are JSON lists (the first item names the kind; ``inv`` is the invocation id):
 
 - ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline]``
-- ``["tasks", inv, t0, [task_id, ...], [start_us, ...], [end_us, ...], [[i, input_id, nbytes,
-  download_us], ...]]``: the tasks that ran since the last upload, as columns. Times are whole
-  microseconds after ``t0``; inputs are those read from the store only (the others were in this
-  worker's memory), ``i`` indexing the task columns. Columns of integers keep the per-task cost
-  low: encoding one float per timestamp took longer than running a small task.
+- ``["tasks", inv, n, ids, starts, ends, [[i, input_id, nbytes, download_s], ...]]``: the ``n``
+  tasks that ran since the last upload, as columns packed by :mod:`worker_runtime.columns`
+  (task ids as ``INT``, start and end times as ``FLOAT``); inputs are those read from the store
+  only (the others were in this worker's memory), ``i`` indexing the columns.
   :func:`expand` turns such a record into one ``["task", inv, task_id, t_start, t_end,
   [[input_id, nbytes, download_s], ...]]`` per task, the form readers use.
 - ``["err", inv, task_id, t_start, t_end]``
@@ -32,13 +32,17 @@ The client adds ``run`` and ``run-end`` records (plan and client-side timings).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from worker_runtime.columns import FLOAT, INT, pack, unpack
 from worker_runtime.protocol import Invocation, MetricsSettings, TaskInfo
 from worker_runtime.store.base import Mark, Store
 
@@ -48,58 +52,29 @@ _seen_workers: set[str] = set()
 _seen_lock = threading.Lock()
 
 
-class UploadPolicy(Protocol):
-    """Decides after each task whether the buffered records are uploaded now."""
+@dataclass(frozen=True)
+class UploadPolicy:
+    """When buffered records are uploaded: once ``records`` wait, or ``seconds`` after the last
+    upload, whichever comes first (checked after each task).
 
-    def due(self, buffered: int, since_upload_s: float) -> bool:
-        """``buffered`` records wait; the last upload was ``since_upload_s`` seconds ago."""
-        ...
+    Two thresholds rather than a method: the recorder compares them after every task, and a
+    call there cost as much as the rest of the recording.
+    """
 
-
-class EachTask:
-    """Upload after every task: nothing is ever lost, one round trip per task."""
-
-    def due(self, buffered: int, since_upload_s: float) -> bool:
-        return buffered > 0
-
-
-class Batch:
-    """Upload every ``size`` records."""
-
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-
-    def due(self, buffered: int, since_upload_s: float) -> bool:
-        return buffered >= self.size
-
-
-class Interval:
-    """Upload once ``seconds`` have passed since the last upload (checked after each task)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def due(self, buffered: int, since_upload_s: float) -> bool:
-        return buffered > 0 and since_upload_s >= self.seconds
-
-
-class AtExit:
-    """Upload only when the invocation ends."""
-
-    def due(self, buffered: int, since_upload_s: float) -> bool:
-        return False
+    records: float = math.inf
+    seconds: float = math.inf
 
 
 def policy_for(settings: MetricsSettings) -> UploadPolicy:
     """The policy a strategy name stands for; ``ValueError`` names the valid ones."""
     if settings.strategy == "task":
-        return EachTask()
+        return UploadPolicy(records=1)  # nothing is ever lost; one round trip per task
     if settings.strategy == "batch":
-        return Batch(settings.batch_size)
+        return UploadPolicy(records=max(1, settings.batch_size))
     if settings.strategy == "interval":
-        return Interval(settings.interval_s)
+        return UploadPolicy(seconds=settings.interval_s)
     if settings.strategy == "exit":
-        return AtExit()
+        return UploadPolicy()
     raise ValueError(
         f"unknown metrics strategy {settings.strategy!r}; expected one of {', '.join(STRATEGIES)}"
     )
@@ -136,19 +111,17 @@ class Recorder:
         self.store = store
         self.run_id = run_id
         self.retention_s = settings.retention_s
-        self.policy = policy_for(settings)
+        policy = policy_for(settings)
+        self.max_records, self.interval_s = policy.records, policy.seconds
         self.inv = uuid.uuid4().hex[:12]
         self.records: list[list[Any]] = []
         self.downloads: dict[int, tuple[int, float]] = {}
-        # The "tasks" columns waiting for the next upload (times in seconds after t0).
-        self.t0 = time.time()
-        self.ids: list[int] = []
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        # The "tasks" columns waiting for the next upload.
+        self.ids, self.starts, self.ends = array(INT), array(FLOAT), array(FLOAT)
         self.inputs: list[list[Any]] = []
         self.tasks = 0
         self.dropped = 0
-        self.last_upload = time.time()
+        self.deadline = time.time() + self.interval_s
 
     def started(self, worker_id: str, invocation: Invocation, spec_s: float) -> None:
         worker = _lane(worker_id)
@@ -157,10 +130,10 @@ class Recorder:
             _seen_workers.add(worker_id)
         startup = _process_startup_s() if cold else None
         self.records.append([
-            "inv", self.inv, worker, invocation.partition, len(invocation.entries), self.t0,
+            "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
             cold, startup, spec_s, invocation.inline_spec is not None,
         ])
-        if self.policy.due(len(self.records), 0.0):  # "task": the start is news too
+        if len(self.records) >= self.max_records:  # "task": the start is news too
             self.upload()
 
     def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
@@ -180,8 +153,7 @@ class Recorder:
         self.ids.append(info.id)
         self.starts.append(start)
         self.ends.append(end)
-        self.tasks += 1
-        if self.policy.due(len(self.records) + len(self.ids), end - self.last_upload):
+        if len(self.ids) + len(self.records) >= self.max_records or end >= self.deadline:
             self.upload()
 
     def failed(self, task_id: int, start: float) -> None:
@@ -202,25 +174,24 @@ class Recorder:
     def upload(self) -> None:
         self._take_tasks()
         records, self.records = self.records, []
-        self.last_upload = time.time()
+        self.deadline = time.time() + self.interval_s
         try:
             self.store.add_metrics(self.run_id, records, self.retention_s)
         except Exception:
             # Metrics never fail a run; the reader sees the gap (and ``dropped`` on ``end``).
-            self.dropped += sum(len(r[3]) if r[0] == "tasks" else 1 for r in records)
+            self.dropped += sum(r[2] if r[0] == "tasks" else 1 for r in records)
 
     def _take_tasks(self) -> None:
         """Move the buffered task columns into one ``tasks`` record."""
         if not self.ids:
             return
-        t0 = self.t0
+        self.tasks += len(self.ids)
         self.records.append([
-            "tasks", self.inv, t0, self.ids,
-            [round((s - t0) * 1e6) for s in self.starts],
-            [round((e - t0) * 1e6) for e in self.ends],
-            [[i, d, n, round(s * 1e6)] for i, d, n, s in self.inputs],
+            "tasks", self.inv, len(self.ids), pack(self.ids, INT), pack(self.starts, FLOAT),
+            pack(self.ends, FLOAT), self.inputs,
         ])
-        self.ids, self.starts, self.ends, self.inputs = [], [], [], []
+        self.ids, self.starts, self.ends = array(INT), array(FLOAT), array(FLOAT)
+        self.inputs = []
 
 
 class NoRecorder:
@@ -260,13 +231,14 @@ def expand(records: Iterable[list[Any]]) -> Iterator[list[Any]]:
         if record[0] != "tasks":
             yield record
             continue
-        _, inv, t0, ids, starts, ends, inputs = record
+        _, inv, _n, ids, starts, ends, inputs = record
         per_task: dict[int, list[list[Any]]] = {}
-        for i, input_id, nbytes, download_us in inputs:
-            per_task.setdefault(i, []).append([input_id, nbytes, download_us / 1e6])
-        for i, task_id in enumerate(ids):
-            yield ["task", inv, task_id, t0 + starts[i] / 1e6, t0 + ends[i] / 1e6,
-                   per_task.get(i, [])]
+        for i, input_id, nbytes, download_s in inputs:
+            per_task.setdefault(i, []).append([input_id, nbytes, download_s])
+        for i, (task_id, start, end) in enumerate(
+            zip(unpack(ids, INT), unpack(starts, FLOAT), unpack(ends, FLOAT))
+        ):
+            yield ["task", inv, task_id, start, end, per_task.get(i, [])]
 
 
 def _lane(worker_id: str) -> str:
