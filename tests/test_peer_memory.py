@@ -70,6 +70,19 @@ def test_values_are_kept_per_run_until_released(tmp_path: object) -> None:
     assert "r1" not in peer_memory.kept_runs()
 
 
+def test_a_reader_in_the_producing_process_gets_the_kept_object(tmp_path: object) -> None:
+    blobs = LocalBlobs(str(tmp_path), threshold=1024, peer_reads=True)
+    block = np.arange(10_000.0)
+    block_ref = blobs.dumps("r2", 1, "a", block)
+    assert blobs.loads(block_ref) is block  # a later invocation on this worker: no copy
+    again = np.arange(10_000.0)
+    again_ref = blobs.dumps("r2", 1, "a", again)  # the task ran again: its new output counts
+    assert blobs.loads(again_ref) is again
+    peer_memory.release("r2")
+    np.testing.assert_array_equal(blobs.loads(again_ref), again)  # still alive here: a copy
+    assert blobs.loads(again_ref) is not again
+
+
 def test_large_outputs_cross_worker_processes_correctly(redis_url: str) -> None:
     rng = np.random.default_rng(3)
     a, b = rng.random((1200, 1200)), rng.random((1200, 1200))
