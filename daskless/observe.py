@@ -100,9 +100,10 @@ def _function_column(plan: Plan) -> tuple[list[str], list[int]]:
         index = by_func.get(id(func)) if callable(func) else None
         if index is None:
             name = funcname(func) if callable(func) else key_split(key)
-            index = by_name.setdefault(name, len(functions))
-            if index == len(functions):
+            if name not in by_name:
+                by_name[name] = len(functions)
                 functions.append(name)
+            index = by_name[name]
             if callable(func):
                 by_func[id(func)] = index
         column.append(index)

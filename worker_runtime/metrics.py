@@ -111,8 +111,7 @@ class Recorder:
         self.store = store
         self.run_id = run_id
         self.retention_s = settings.retention_s
-        policy = policy_for(settings)
-        self.max_records, self.interval_s = policy.records, policy.seconds
+        self.policy = policy_for(settings)
         self.inv = uuid.uuid4().hex[:12]
         self.records: list[list[Any]] = []
         self.downloads: dict[int, tuple[int, float]] = {}
@@ -121,7 +120,7 @@ class Recorder:
         self.inputs: list[list[Any]] = []
         self.tasks = 0
         self.dropped = 0
-        self.deadline = time.time() + self.interval_s
+        self.deadline = time.time() + self.policy.seconds
 
     def started(self, worker_id: str, invocation: Invocation, spec_s: float) -> None:
         worker = _lane(worker_id)
@@ -133,7 +132,7 @@ class Recorder:
             "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
             cold, startup, spec_s, invocation.inline_spec is not None,
         ])
-        if len(self.records) >= self.max_records:  # "task": the start is news too
+        if len(self.records) >= self.policy.records:  # "task": the start is news too
             self.upload()
 
     def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
@@ -153,7 +152,7 @@ class Recorder:
         self.ids.append(info.id)
         self.starts.append(start)
         self.ends.append(end)
-        if len(self.ids) + len(self.records) >= self.max_records or end >= self.deadline:
+        if len(self.ids) + len(self.records) >= self.policy.records or end >= self.deadline:
             self.upload()
 
     def failed(self, task_id: int, start: float) -> None:
@@ -174,7 +173,7 @@ class Recorder:
     def upload(self) -> None:
         self._take_tasks()
         records, self.records = self.records, []
-        self.deadline = time.time() + self.interval_s
+        self.deadline = time.time() + self.policy.seconds
         try:
             self.store.add_metrics(self.run_id, records, self.retention_s)
         except Exception:
