@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check $(LINT_DIRS)
 
 typecheck: $(STAMP)
-	$(PY) -m mypy daskless worker_runtime scheduler
+	$(PY) -m mypy
 
 unit: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 tests

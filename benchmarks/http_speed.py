@@ -40,9 +40,9 @@ from dask.base import compute  # noqa: E402
 
 import daskless  # noqa: E402
 from benchmarks import workflows  # noqa: E402
-from worker_runtime.auth import generate_secret  # noqa: E402
-from worker_runtime.gateway import GATEWAY_READY_LINE  # noqa: E402
-from worker_runtime.redis_server import RedisServer, free_port  # noqa: E402
+from daskless.worker_runtime.auth import generate_secret  # noqa: E402
+from daskless.worker_runtime.gateway import GATEWAY_READY_LINE  # noqa: E402
+from daskless.worker_runtime.redis_server import RedisServer, free_port  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).with_name("results")
 WORKLOADS: list[tuple[str, Callable[[], Any]]] = [

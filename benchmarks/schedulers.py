@@ -19,7 +19,7 @@ import dask
 from dask.multiprocessing import get_context
 
 import daskless
-from worker_runtime.store.memory import MemoryStore
+from daskless.worker_runtime.store.memory import MemoryStore
 
 DASKLESS_DEFAULT = "daskless"
 DASKLESS_THREADS = "daskless-threads"

@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 import dask.config
 
 from daskless.config import Backend
-from worker_runtime.auth import Signer
-from worker_runtime.blobs import shared_memory_dir
-from worker_runtime.context import Invoker
-from worker_runtime.errors import ConfigurationError
-from worker_runtime.invokers.aws_lambda import SCHEME as LAMBDA_SCHEME
-from worker_runtime.invokers.aws_lambda import LambdaInvoker, LambdaSettings
-from worker_runtime.invokers.http import HttpInvoker
-from worker_runtime.invokers.processes import LostCallback, ProcessPool
-from worker_runtime.invokers.threads import ThreadInvoker
-from worker_runtime.redis_server import RedisServer
-from worker_runtime.store.base import Store
-from worker_runtime.store.memory import MemoryStore
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.auth import Signer
+from daskless.worker_runtime.blobs import shared_memory_dir
+from daskless.worker_runtime.context import Invoker
+from daskless.worker_runtime.errors import ConfigurationError
+from daskless.worker_runtime.invokers.aws_lambda import SCHEME as LAMBDA_SCHEME
+from daskless.worker_runtime.invokers.aws_lambda import LambdaInvoker, LambdaSettings
+from daskless.worker_runtime.invokers.http import HttpInvoker
+from daskless.worker_runtime.invokers.processes import LostCallback, ProcessPool
+from daskless.worker_runtime.invokers.threads import ThreadInvoker
+from daskless.worker_runtime.redis_server import RedisServer
+from daskless.worker_runtime.store.base import Store
+from daskless.worker_runtime.store.memory import MemoryStore
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 HTTP_SCHEMES = ("http://", "https://")

@@ -15,7 +15,7 @@ from typing import Any
 from dask.callbacks import local_callbacks, unpack_callbacks
 
 from daskless.graph import Graph, data_values
-from scheduler.dag import DAG
+from daskless.scheduler.dag import DAG
 
 
 class CallbackDriver:

@@ -13,7 +13,7 @@ import daskless
 
 
 def _info(_: argparse.Namespace) -> int:
-    from worker_runtime.redis_server import RedisServerNotFound, find_redis_server
+    from daskless.worker_runtime.redis_server import RedisServerNotFound, find_redis_server
 
     print(f"daskless {daskless.__version__}")
     for name in ("store", "invoker", "workers"):
@@ -33,14 +33,14 @@ def _demo(_: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from worker_runtime import http_worker
+    from daskless.worker_runtime import http_worker
 
     return http_worker.command(args.store, args.host, args.port, args.concurrency,
                                args.invoke_url, args.insecure)
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from worker_runtime import gateway
+    from daskless.worker_runtime import gateway
 
     return gateway.command(args.store, args.host, args.port, args.max_instances,
                            args.idle_timeout, args.queue_limit, args.insecure)

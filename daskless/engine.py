@@ -31,15 +31,15 @@ from daskless.config import Backend
 from daskless.futures import PersistedValue
 from daskless.graph import Graph, materialize, requested_keys
 from daskless.plan import make_plan
-from daskless.progress import configured_progress
+from daskless.progressbar import configured_progress
 from daskless.run import RunClient, TaskFailed, fetch_persisted
-from worker_runtime import context, peer_memory
-from worker_runtime.errors import RunGoneError, StoreUnavailableError
-from worker_runtime.invokers.threads import ThreadInvoker
-from worker_runtime.keys import key_name
-from worker_runtime.protocol import RunOptions
-from worker_runtime.store.base import Store
-from worker_runtime.store.memory import MemoryStore
+from daskless.worker_runtime import context, peer_memory
+from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
+from daskless.worker_runtime.invokers.threads import ThreadInvoker
+from daskless.worker_runtime.keys import key_name
+from daskless.worker_runtime.protocol import RunOptions
+from daskless.worker_runtime.store.base import Store
+from daskless.worker_runtime.store.memory import MemoryStore
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 

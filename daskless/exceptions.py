@@ -4,8 +4,8 @@ A task's own exception is not wrapped: it reaches the caller as its original typ
 remote traceback in its message.
 """
 
-from scheduler.errors import CycleError, DasklessError, GraphError, MissingDependencyError
-from worker_runtime.errors import (
+from daskless.scheduler.errors import CycleError, DasklessError, GraphError, MissingDependencyError
+from daskless.worker_runtime.errors import (
     ConfigurationError,
     InvocationError,
     RunGoneError,
@@ -15,7 +15,7 @@ from worker_runtime.errors import (
     StoreUnavailableError,
     WorkerLostError,
 )
-from worker_runtime.redis_server import RedisServerNotFound
+from daskless.worker_runtime.redis_server import RedisServerNotFound
 
 __all__ = [
     "ConfigurationError",

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
-from worker_runtime import serialization
-from worker_runtime.keys import key_name
+from daskless.worker_runtime import serialization
+from daskless.worker_runtime.keys import key_name
 
 if TYPE_CHECKING:
-    from worker_runtime.store.base import Store
+    from daskless.worker_runtime.store.base import Store
 
 
 class PersistedValue:

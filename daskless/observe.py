@@ -1,7 +1,7 @@
 """The client's part of a run's metrics, and the hooks that reports listen to.
 
-Workers record what happens inside a run (``worker_runtime.metrics``); the client adds what only
-it knows: the plan (every task's key, function, partition and inputs, see :func:`task_columns`)
+Workers record what happens inside a run (``daskless.worker_runtime.metrics``); the client adds what
+only it knows: the plan (every task's key, function, partition and inputs, see :func:`task_columns`)
 in a ``run`` record written while the workers start, and its own timings (graph conversion,
 partitioning, submission, waiting, collecting results, total) with the run's outcome in a
 ``run-end`` record. Both go to the same per-run metrics stream, so a report or the dashboard
@@ -24,9 +24,9 @@ from dask.utils import funcname, key_split
 from daskless import config
 from daskless.exceptions import ConfigurationError
 from daskless.plan import Plan
-from worker_runtime.metrics import STRATEGIES
-from worker_runtime.protocol import MetricsSettings
-from worker_runtime.store.base import Store
+from daskless.worker_runtime.metrics import STRATEGIES
+from daskless.worker_runtime.protocol import MetricsSettings
+from daskless.worker_runtime.store.base import Store
 
 
 class RunListener(Protocol):

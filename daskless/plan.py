@@ -12,12 +12,12 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from daskless.graph import Graph
-from scheduler.dag import DAG, Node
-from scheduler.entry_groups import entry_groups
-from scheduler.partition import Partitioning, partition
-from scheduler.validation import validate
-from worker_runtime.keys import key_name
-from worker_runtime.protocol import RunOptions, SubDAG, Successor, TaskInfo
+from daskless.scheduler.dag import DAG, Node
+from daskless.scheduler.entry_groups import entry_groups
+from daskless.scheduler.partition import Partitioning, partition
+from daskless.scheduler.validation import validate
+from daskless.worker_runtime.keys import key_name
+from daskless.worker_runtime.protocol import RunOptions, SubDAG, Successor, TaskInfo
 
 MissingFn = Callable[[Sequence[str]], set[str]]
 
@@ -88,7 +88,7 @@ def make_plan(
     ids = {k: i for i, k in enumerate(keys)}
     specs = _specs(run_id, dag, parts, ids, set(wanted), options)
     # Independent pieces of a partition start as separate invocations, so idle workers share
-    # them (see scheduler.entry_groups).
+    # them (see daskless.scheduler.entry_groups).
     entries = [(p, tuple([ids[k] for k in group]))
                for p, group in entry_groups(dag, parts, workers)]
     return Plan(dag, ids, keys, parts, specs, entries, wanted_external, options)

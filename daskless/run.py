@@ -19,14 +19,14 @@ from dask.multiprocessing import remote_exception
 
 from daskless.callbacks import CallbackDriver
 from daskless.plan import Plan
-from scheduler.errors import DasklessError
-from worker_runtime import references, serialization
-from worker_runtime.blobs import open_blobs
-from worker_runtime.context import Invoker, ReleasesRuns
-from worker_runtime.errors import InvocationError, SerializationError, WorkerLostError
-from worker_runtime.keys import key_name
-from worker_runtime.protocol import Event, Invocation, SubDAG
-from worker_runtime.store.base import Store
+from daskless.scheduler.errors import DasklessError
+from daskless.worker_runtime import references, serialization
+from daskless.worker_runtime.blobs import open_blobs
+from daskless.worker_runtime.context import Invoker, ReleasesRuns
+from daskless.worker_runtime.errors import InvocationError, SerializationError, WorkerLostError
+from daskless.worker_runtime.keys import key_name
+from daskless.worker_runtime.protocol import Event, Invocation, SubDAG
+from daskless.worker_runtime.store.base import Store
 
 READ_TIMEOUT_S = 1.0
 

@@ -7,7 +7,7 @@ this layer only looks at keys and dependencies.  A dependency is either
 * *external*: a key listed in ``DAG.external``, provided from outside the
   graph (for example data already persisted in a store).
 
-Anything else is a missing dependency; :func:`scheduler.validation.validate`
+Anything else is a missing dependency; :func:`daskless.scheduler.validation.validate`
 reports it.  Construction does not validate, so building a graph costs one
 dictionary copy and graphs can be built, culled and inspected cheaply.
 
@@ -27,7 +27,7 @@ from itertools import chain
 from types import MappingProxyType
 from typing import TypeAlias, TypeVar, cast
 
-from scheduler.errors import CycleError
+from daskless.scheduler.errors import CycleError
 
 __all__ = ["DAG", "IndexedGraph", "Key", "Node"]
 
@@ -178,7 +178,7 @@ class DAG:
     """Immutable DAG of :class:`Node` objects.
 
     Construction does not validate (it is a dictionary copy): use
-    :func:`scheduler.validation.validate` for that.  ``external`` lists keys
+    :func:`daskless.scheduler.validation.validate` for that.  ``external`` lists keys
     that may be depended on but are provided from outside the graph; keys
     that are also nodes are dropped from it, so the two sets are disjoint.
     """

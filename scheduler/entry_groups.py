@@ -1,8 +1,8 @@
 """Split a partition's first invocation along the independent pieces of its local region.
 
 A partition is run by one invocation, and inside it *local* tasks are counted down in that
-invocation's memory (see :func:`scheduler.partition.local_tasks`). That is what makes local work
-cheap, but it also makes a partition a unit of parallelism: a partition holding six independent
+invocation's memory (see :func:`daskless.scheduler.partition.local_tasks`). That is what makes local
+work cheap, but it also makes a partition a unit of parallelism: a partition holding six independent
 chains of work (the six blocks a tall-skinny QR factorises before its reduction, say) runs them
 one after the other on one worker while another worker idles.
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from scheduler.dag import DAG, Key
-from scheduler.partition import Partitioning
+from daskless.scheduler.dag import DAG, Key
+from daskless.scheduler.partition import Partitioning
 
 __all__ = ["entry_groups"]
 

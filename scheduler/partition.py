@@ -43,7 +43,7 @@ from itertools import accumulate, pairwise
 from types import MappingProxyType
 from typing import TypeVar, cast
 
-from scheduler.dag import DAG, Key
+from daskless.scheduler.dag import DAG, Key
 
 __all__ = ["BALANCE_SLACK", "Partitioning", "local_tasks", "partition"]
 
@@ -97,7 +97,7 @@ def partition(
     parts.  ``weights`` maps tasks to non-negative costs (default 1.0 each;
     absent tasks weigh 1.0).  Every part is non-empty; with unit weights there
     are exactly ``min(parallelism, len(dag))`` parts.  Raises
-    :class:`~scheduler.errors.CycleError` on a cyclic graph and
+    :class:`~daskless.scheduler.errors.CycleError` on a cyclic graph and
     ``ValueError`` on a negative or non-finite weight.
 
     With ``follow_single_input``, a task with one input then joins its producer's part when

@@ -1,6 +1,6 @@
-"""Structural validation of a :class:`~scheduler.dag.DAG`.
+"""Structural validation of a :class:`~daskless.scheduler.dag.DAG`.
 
-:class:`~scheduler.dag.DAG` construction is deliberately unchecked so that
+:class:`~daskless.scheduler.dag.DAG` construction is deliberately unchecked so that
 building and culling graphs stays cheap; :func:`validate` is the one place
 where a graph is checked before it is scheduled.  It checks, in order:
 
@@ -17,20 +17,20 @@ so only those are looked at again.
 
 from __future__ import annotations
 
-from scheduler.dag import DAG
-from scheduler.errors import GraphError, MissingDependencyError, format_key
+from daskless.scheduler.dag import DAG
+from daskless.scheduler.errors import GraphError, MissingDependencyError, format_key
 
 __all__ = ["validate"]
 
 
 def validate(dag: DAG) -> None:
-    """Raise a :class:`~scheduler.errors.GraphError` if ``dag`` is malformed.
+    """Raise a :class:`~daskless.scheduler.errors.GraphError` if ``dag`` is malformed.
 
-    Raises :class:`~scheduler.errors.MissingDependencyError` for the first
+    Raises :class:`~daskless.scheduler.errors.MissingDependencyError` for the first
     task (in graph order) depending on a key that is neither a node nor
-    external, and :class:`~scheduler.errors.CycleError` naming the keys on a
+    external, and :class:`~daskless.scheduler.errors.CycleError` naming the keys on a
     cycle.  A node stored under another key raises a plain
-    :class:`~scheduler.errors.GraphError`.
+    :class:`~daskless.scheduler.errors.GraphError`.
     """
     _check_keys(dag)
     _check_dependencies(dag)

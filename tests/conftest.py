@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from worker_runtime.redis_server import RedisServer, free_port
+from daskless.worker_runtime.redis_server import RedisServer, free_port
 
 
 @pytest.fixture(scope="session")

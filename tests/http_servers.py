@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from worker_runtime import gateway, http_worker
+from daskless.worker_runtime import gateway, http_worker
 
 SECRET = "test-secret-0123456789"
 

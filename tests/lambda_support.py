@@ -1,7 +1,7 @@
 """Shared pieces of the Lambda tests: a real emulator, a real boto3 client, a real Redis.
 
-The emulator (:mod:`worker_runtime.lambda_emulator`) serves the Invoke API on a loopback port
-and runs the daskless handler in real worker processes; the engine's ``lambda://`` invoker
+The emulator (:mod:`daskless.worker_runtime.lambda_emulator`) serves the Invoke API on a loopback
+port and runs the daskless handler in real worker processes; the engine's ``lambda://`` invoker
 reaches it through boto3 with ``endpoint_url`` and dummy credentials.
 """
 
@@ -16,7 +16,7 @@ import dask
 import pytest
 
 import daskless
-from worker_runtime.lambda_emulator import EmulatorThread, FunctionConfig
+from daskless.worker_runtime.lambda_emulator import EmulatorThread, FunctionConfig
 
 SECRET = "lambda-test-secret-0123456789abcdef"
 FUNCTION = "daskless"

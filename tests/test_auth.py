@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from daskless.exceptions import DasklessError, InvocationError, SignatureError
-from worker_runtime import auth, keys
-from worker_runtime.errors import ConfigurationError
-from worker_runtime.protocol import Invocation
+from daskless.worker_runtime import auth, keys
+from daskless.worker_runtime.errors import ConfigurationError
+from daskless.worker_runtime.protocol import Invocation
 
 BODY = Invocation("run1", 2, (5, 6)).to_bytes()
 

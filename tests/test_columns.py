@@ -6,7 +6,7 @@ import json
 import time
 from array import array
 
-from worker_runtime.columns import FLOAT, INT, pack, unpack
+from daskless.worker_runtime.columns import FLOAT, INT, pack, unpack
 
 
 def test_integers_and_times_come_back_exactly() -> None:

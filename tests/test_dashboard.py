@@ -25,8 +25,8 @@ from dask import delayed
 
 import daskless
 from daskless.dashboard.app import BackgroundDashboard
-from worker_runtime.redis_server import free_port
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.redis_server import free_port
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

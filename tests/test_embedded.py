@@ -12,7 +12,7 @@ import pytest
 
 import daskless
 from daskless.exceptions import RedisServerNotFound
-from worker_runtime import redis_server
+from daskless.worker_runtime import redis_server
 
 SCRIPT = """
 import json, os, dask, daskless

@@ -19,8 +19,8 @@ from dask import delayed
 
 import daskless
 from daskless.exceptions import SerializationError, StoreUnavailableError, WorkerLostError
-from worker_runtime import keys
-from worker_runtime.redis_server import RedisServer, free_port
+from daskless.worker_runtime import keys
+from daskless.worker_runtime.redis_server import RedisServer, free_port
 
 
 def inc(x: int) -> int:
@@ -153,7 +153,7 @@ class _Nowhere:
 def test_no_worker_ever_starting_is_an_invocation_error() -> None:
     from daskless.backends import Resources
     from daskless.exceptions import InvocationError
-    from worker_runtime.store.memory import MemoryStore
+    from daskless.worker_runtime.store.memory import MemoryStore
 
     engine = daskless.Engine()
     resources = Resources(MemoryStore(), _Nowhere(), 1)

@@ -20,11 +20,11 @@ import pytest
 
 import daskless
 from daskless.exceptions import WorkerLostError
+from daskless.worker_runtime import auth
+from daskless.worker_runtime.gateway import Gateway, GatewaySettings
+from daskless.worker_runtime.protocol import Invocation
 from tests.http_servers import SECRET, gateway_process, serving
 from tests.test_http_worker import post
-from worker_runtime import auth
-from worker_runtime.gateway import Gateway, GatewaySettings
-from worker_runtime.protocol import Invocation
 
 Compute = Callable[..., Any]
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from worker_runtime import serialization
-from worker_runtime.context import SpecCache
-from worker_runtime.heap import ImportFreezer
-from worker_runtime.store.memory import MemoryStore
+from daskless.worker_runtime import serialization
+from daskless.worker_runtime.context import SpecCache
+from daskless.worker_runtime.heap import ImportFreezer
+from daskless.worker_runtime.store.memory import MemoryStore
 
 
 @pytest.fixture

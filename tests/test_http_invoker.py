@@ -9,11 +9,11 @@ import pytest
 
 import daskless
 from daskless.exceptions import ConfigurationError, InvocationError, SignatureError
+from daskless.worker_runtime import auth
+from daskless.worker_runtime.invokers.http import HttpInvoker, invoke_endpoint
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.redis_server import free_port
 from tests.http_servers import SECRET, Recorder, serving_app
-from worker_runtime import auth
-from worker_runtime.invokers.http import HttpInvoker, invoke_endpoint
-from worker_runtime.protocol import Invocation
-from worker_runtime.redis_server import free_port
 
 INVOCATIONS = [Invocation("r1", p, (p,), inline_spec=b"x" * 100) for p in range(5)]
 

@@ -30,10 +30,10 @@ from cryptography.x509.oid import NameOID
 
 import daskless
 from daskless.exceptions import StoreError
+from daskless.worker_runtime.gateway import Gateway, GatewaySettings
+from daskless.worker_runtime.http_worker import HttpWorker, WorkerSettings
+from daskless.worker_runtime.redis_server import RedisServer, free_port
 from tests.http_servers import SECRET, serving
-from worker_runtime.gateway import Gateway, GatewaySettings
-from worker_runtime.http_worker import HttpWorker, WorkerSettings
-from worker_runtime.redis_server import RedisServer, free_port
 
 PASSWORD = "p@ss word/1"
 

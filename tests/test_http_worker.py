@@ -16,11 +16,11 @@ import dask.array as da
 import pytest
 
 import daskless
+from daskless.worker_runtime import auth
+from daskless.worker_runtime.errors import ConfigurationError
+from daskless.worker_runtime.http_worker import HttpWorker, WorkerSettings
+from daskless.worker_runtime.protocol import Invocation
 from tests.http_servers import SECRET, Recorder, serving, serving_app
-from worker_runtime import auth
-from worker_runtime.errors import ConfigurationError
-from worker_runtime.http_worker import HttpWorker, WorkerSettings
-from worker_runtime.protocol import Invocation
 
 STARTED = threading.Event()
 GATE = threading.Event()

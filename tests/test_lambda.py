@@ -21,6 +21,14 @@ import redis
 from dask import delayed
 
 import daskless
+from daskless.worker_runtime import keys, serialization
+from daskless.worker_runtime.auth import Signer
+from daskless.worker_runtime.context import current
+from daskless.worker_runtime.invokers.aws_lambda import LambdaSettings, make_client
+from daskless.worker_runtime.lambda_emulator import EmulatorThread
+from daskless.worker_runtime.protocol import Invocation, SubDAG, TaskInfo
+from daskless.worker_runtime.redis_server import RedisServer
+from daskless.worker_runtime.store.redis_store import RedisStore
 from tests.conformance import test_contract as contract
 from tests.lambda_support import (
     FUNCTION,
@@ -30,14 +38,6 @@ from tests.lambda_support import (
     lambda_config,
     lambda_engine,
 )
-from worker_runtime import keys, serialization
-from worker_runtime.auth import Signer
-from worker_runtime.context import current
-from worker_runtime.invokers.aws_lambda import LambdaSettings, make_client
-from worker_runtime.lambda_emulator import EmulatorThread
-from worker_runtime.protocol import Invocation, SubDAG, TaskInfo
-from worker_runtime.redis_server import RedisServer
-from worker_runtime.store.redis_store import RedisStore
 
 
 @pytest.fixture(scope="module")

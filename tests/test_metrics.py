@@ -19,8 +19,8 @@ from dask import delayed
 import daskless
 from daskless.exceptions import ConfigurationError, WorkerLostError
 from daskless.report.data import RunMetrics, load_run
-from worker_runtime.redis_server import RedisServer
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.redis_server import RedisServer
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 CHAIN = 10
 KILLED_AT = 7  # tasks 0..6 run, task 7 kills its worker

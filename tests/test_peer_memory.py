@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 import daskless
-from worker_runtime import peer_memory
-from worker_runtime.blobs import LocalBlobs
-from worker_runtime.errors import WorkerLostError
+from daskless.worker_runtime import peer_memory
+from daskless.worker_runtime.blobs import LocalBlobs
+from daskless.worker_runtime.errors import WorkerLostError
 
 PRODUCER = textwrap.dedent("""
     import pickle, sys
     import numpy as np
-    from worker_runtime import peer_memory
+    from daskless.worker_runtime import peer_memory
     value = {"a": np.arange(100_000, dtype=np.float64), "b": np.ones((30, 20))[:, ::2], "n": 7}
     buffers = []
     stream = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from worker_runtime.errors import StoreError
-from worker_runtime.redis_server import (
+from daskless.worker_runtime.errors import StoreError
+from daskless.worker_runtime.redis_server import (
     RedisServer,
     RedisServerNotFound,
     find_redis_server,
@@ -185,7 +185,7 @@ def test_a_server_outlives_the_thread_that_started_it() -> None:
 
 SCRIPT = """
 import signal
-from worker_runtime.redis_server import RedisServer
+from daskless.worker_runtime.redis_server import RedisServer
 server = RedisServer()
 server.start()
 print(server.pid, server.socket_path, flush=True)

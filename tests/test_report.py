@@ -22,8 +22,8 @@ from dask import delayed
 import daskless
 from daskless import cli
 from daskless.report.data import load_run
-from worker_runtime import metrics
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime import metrics
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 
 def inc(x: int) -> int:

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker_runtime import keys
-from worker_runtime.errors import RunGoneError, StoreUnavailableError
-from worker_runtime.redis_server import free_port
-from worker_runtime.store.base import Mark, Store
-from worker_runtime.store.memory import MemoryStore
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime import keys
+from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
+from daskless.worker_runtime.redis_server import free_port
+from daskless.worker_runtime.store.base import Mark, Store
+from daskless.worker_runtime.store.memory import MemoryStore
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 
 @pytest.fixture(params=["memory", "redis"])

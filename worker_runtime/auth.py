@@ -6,7 +6,7 @@ its workers (setting ``daskless.auth.secret``, environment variable
 ``DASK_DASKLESS__AUTH__SECRET``) and checked before anything else happens:
 
 - The signature is ``hex(HMAC-SHA256(secret, timestamp + "." + body))`` where ``body`` is the
-  exact invocation bytes (JSON, see :class:`worker_runtime.protocol.Invocation`) and
+  exact invocation bytes (JSON, see :class:`daskless.worker_runtime.protocol.Invocation`) and
   ``timestamp`` is the signer's clock in seconds (text, six decimals). The payload never contains
   the secret, so a task cannot learn it from its invocation.
 - Two carriers hold the same three values:
@@ -17,14 +17,14 @@ its workers (setting ``daskless.auth.secret``, environment variable
     (:meth:`Signer.sign_envelope` / :meth:`Signer.verify_envelope`):
     ``{"invocation": "<body as text>", "timestamp": "<ts>", "signature": "<hex>"}``.
 
-- Verification raises :class:`worker_runtime.errors.SignatureError` for an invocation that is
-  unsigned, tampered with (signature mismatch), stale (timestamp further than ``max_age_s`` from
+- Verification raises :class:`daskless.worker_runtime.errors.SignatureError` for an invocation that
+  is unsigned, tampered with (signature mismatch), stale (timestamp further than ``max_age_s`` from
   the verifier's clock, either way) or replayed (its signature was accepted before).
 - Replays are caught by remembering accepted signatures until they could no longer pass the age
   check (``2 * max_age_s``). :class:`MemorySeenSignatures` does so within one process;
   :class:`RedisSeenSignatures` does so across every instance sharing a Redis with one
-  ``SET key 1 NX EX ttl`` (key names from :mod:`worker_runtime.keys`). Each retry of a delivery
-  is signed afresh, so a legitimate retry never looks like a replay.
+  ``SET key 1 NX EX ttl`` (key names from :mod:`daskless.worker_runtime.keys`). Each retry of a
+  delivery is signed afresh, so a legitimate retry never looks like a replay.
 
 Where the secret comes from: :func:`secret_from_environment` reads the environment variable and
 removes it from ``os.environ`` (and from the ``dask.config`` tree loaded from it), so tasks
@@ -48,8 +48,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from worker_runtime import keys
-from worker_runtime.errors import ConfigurationError, SignatureError
+from daskless.worker_runtime import keys
+from daskless.worker_runtime.errors import ConfigurationError, SignatureError
 
 TIMESTAMP_HEADER = "X-Daskless-Timestamp"
 SIGNATURE_HEADER = "X-Daskless-Signature"

@@ -26,8 +26,8 @@ import tempfile
 import threading
 from collections.abc import Hashable
 
-from worker_runtime import peer_memory, serialization
-from worker_runtime.protocol import RunOptions
+from daskless.worker_runtime import peer_memory, serialization
+from daskless.worker_runtime.protocol import RunOptions
 
 MARKER = b"\x00daskless-blob:"
 MAGIC = b"DLB1"

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, cast, runtime_checkable
 
-from worker_runtime import serialization
-from worker_runtime.protocol import Invocation, SubDAG
-from worker_runtime.store.base import Store
+from daskless.worker_runtime import serialization
+from daskless.worker_runtime.protocol import Invocation, SubDAG
+from daskless.worker_runtime.store.base import Store
 
 
 class Invoker(Protocol):

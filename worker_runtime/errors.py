@@ -1,12 +1,12 @@
 """Errors raised by the runtime: store, workers, invocations and serialization.
 
-They all derive from :class:`scheduler.errors.DasklessError`; ``daskless.exceptions`` re-exports
-them, which is where users import them from.
+They all derive from :class:`daskless.scheduler.errors.DasklessError`; ``daskless.exceptions``
+re-exports them, which is where users import them from.
 """
 
 from __future__ import annotations
 
-from scheduler.errors import DasklessError
+from daskless.scheduler.errors import DasklessError
 
 
 class StoreError(DasklessError):

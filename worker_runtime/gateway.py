@@ -10,8 +10,8 @@ HTTP path runs on one machine exactly as on Knative or Cloud Run:
   and still startable instances is spoken for and ``queue_limit`` invocations already wait,
   the answer is 429: the ``http`` invoker retries with back-off,
   so nothing is lost (``queue_limit`` unset means an unbounded queue).
-- **Instances.** Each instance is a real process, ``python -m worker_runtime.http_worker`` on a
-  free loopback port, configured through its standard input (store URL, secret, fan-out URL =
+- **Instances.** Each instance is a real process, ``python -m daskless.worker_runtime.http_worker``
+  on a free loopback port, configured through its standard input (store URL, secret, fan-out URL =
   this gateway). A free instance is reused (*warm start*). If none is free and fewer than
   ``max_instances`` exist or are starting, one more is started (*cold start*) while the
   invocation waits for whichever instance frees up first: a start is not tied to the
@@ -47,10 +47,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from worker_runtime import auth, serialization
-from worker_runtime.context import worker_id_for
-from worker_runtime.errors import InvocationError, RunGoneError
-from worker_runtime.http_worker import (
+from daskless.worker_runtime import auth, serialization
+from daskless.worker_runtime.context import worker_id_for
+from daskless.worker_runtime.errors import InvocationError, RunGoneError
+from daskless.worker_runtime.http_worker import (
     READY_LINE,
     WAIT_HEADER,
     WorkerSettings,
@@ -59,8 +59,8 @@ from worker_runtime.http_worker import (
     refuse,
     store_url,
 )
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 GATEWAY_READY_LINE = "daskless-gateway-ready"
 INSTANCE_START_TIMEOUT_S = 60.0
@@ -336,7 +336,7 @@ class Gateway:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker_runtime.http_worker",
+            sys.executable, "-m", "daskless.worker_runtime.http_worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )
         assert proc.stdin is not None and proc.stdout is not None

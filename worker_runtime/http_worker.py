@@ -2,26 +2,28 @@
 
 It serves two routes on one aiohttp server:
 
-- ``POST /invoke``: the body is one invocation (JSON, :class:`~worker_runtime.protocol.Invocation`)
-  signed with the headers of :mod:`worker_runtime.auth`. In order, the worker answers
-  413 for a body larger than ``max_body_bytes`` (nothing is read past the limit), 401 for an
-  unsigned, tampered, stale or replayed invocation, 400 for a malformed one, 429 when
-  ``concurrency`` invocations already run here, and otherwise 202 at once, running the
-  invocation on one of its ``concurrency`` threads. Nothing is executed before the signature has
-  been verified. A request carrying ``X-Daskless-Wait: 1`` is answered 200 only once its
-  invocation has finished: the local gateway uses this to know when an instance is free, the way
-  a platform counts in-flight requests per container.
+- ``POST /invoke``: the body is one invocation (JSON,
+  :class:`~daskless.worker_runtime.protocol.Invocation`) signed with the headers of
+  :mod:`daskless.worker_runtime.auth`. In order, the worker answers 413 for a body larger than
+  ``max_body_bytes`` (nothing is read past the limit), 401 for an unsigned, tampered, stale or
+  replayed invocation, 400 for a malformed one, 429 when ``concurrency`` invocations already run
+  here, and otherwise 202 at once, running the invocation on one of its ``concurrency`` threads.
+  Nothing is executed before the signature has been verified. A request carrying
+  ``X-Daskless-Wait: 1`` is answered 200 only once its invocation has finished: the local gateway
+  uses this to know when an instance is free, the way a platform counts in-flight requests per
+  container.
 - ``GET /healthz``: liveness and load, as JSON.
 
 Excess load is refused with 429 rather than queued: the platform in front (or the gateway) owns
 queueing, and the ``http`` invoker retries 429 with back-off, so nothing is lost.
 
-Invocations run with the same code as the warm process pool (:func:`worker_runtime.worker.handle`
-with a :class:`~worker_runtime.context.WorkerContext`); fan-out goes through an
-:class:`~worker_runtime.invokers.http.HttpInvoker` to ``invoke_url`` (the gateway or function URL;
-by default this worker itself), signed with the same secret, without waiting. The invocation is
-JSON and any inline sub-DAG is dropped: this worker unpickles only sub-DAGs and data read from its
-configured Redis. Replays are refused across instances through Redis (``SET NX``).
+Invocations run with the same code as the warm process pool
+(:func:`daskless.worker_runtime.worker.handle` with a
+:class:`~daskless.worker_runtime.context.WorkerContext`); fan-out goes through an
+:class:`~daskless.worker_runtime.invokers.http.HttpInvoker` to ``invoke_url`` (the gateway or
+function URL; by default this worker itself), signed with the same secret, without waiting. The
+invocation is JSON and any inline sub-DAG is dropped: this worker unpickles only sub-DAGs and data
+read from its configured Redis. Replays are refused across instances through Redis (``SET NX``).
 
 Started by the gateway, the worker reads its settings as one JSON line on standard input (never
 command-line arguments: the store URL may hold a password, the secret must not show in process
@@ -44,24 +46,24 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from worker_runtime import auth, serialization
-from worker_runtime.context import WorkerContext
-from worker_runtime.errors import (
+from daskless.worker_runtime import auth, serialization
+from daskless.worker_runtime.context import WorkerContext
+from daskless.worker_runtime.errors import (
     ConfigurationError,
     InvocationError,
     RunGoneError,
     SignatureError,
 )
-from worker_runtime.heap import ImportFreezer
-from worker_runtime.invokers.http import HttpInvoker
-from worker_runtime.process_worker import (
+from daskless.worker_runtime.heap import ImportFreezer
+from daskless.worker_runtime.invokers.http import HttpInvoker
+from daskless.worker_runtime.process_worker import (
     _configure_nested_computes,
     _die_with_parent,
     _follow_parent,
 )
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.redis_store import RedisStore
-from worker_runtime.worker import handle
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.worker import handle
 
 READY_LINE = "daskless-http-worker-ready"
 WAIT_HEADER = "X-Daskless-Wait"

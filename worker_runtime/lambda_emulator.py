@@ -1,13 +1,13 @@
 """A local emulator of the AWS Lambda Invoke API, for tests and for trying ``lambda://`` offline.
 
-``python -m worker_runtime.lambda_emulator --function daskless --env DASKLESS_STORE=redis://...``
+``python -m daskless.worker_runtime.lambda_emulator --function daskless --env DASKLESS_STORE=redis://...``
 serves ``POST /2015-03-31/functions/{name}/invocations`` on a real aiohttp server, so the real
 boto3 client (``endpoint_url=...``) talks to it exactly as it talks to AWS. What it models:
 
-- **Instances are real processes** (``python -m worker_runtime.lambda_emulator --instance``),
-  each running the function's handler on one invocation at a time, like a Lambda execution
-  environment. An idle instance is reused (a warm start); a new one is started only when every
-  instance is busy (a cold start). Instances speak to the emulator over a private pipe, one
+- **Instances are real processes** (``python -m daskless.worker_runtime.lambda_emulator
+  --instance``), each running the function's handler on one invocation at a time, like a Lambda
+  execution environment. An idle instance is reused (a warm start); a new one is started only when
+  every instance is busy (a cold start). Instances speak to the emulator over a private pipe, one
   JSON line per invocation each way; what a task prints goes to standard error.
 - **Invocation types.** ``Event`` answers 202 at once and runs in the background;
   ``RequestResponse`` (the default) answers 200 with the handler's result, or with
@@ -49,7 +49,7 @@ from typing import Any
 
 from aiohttp import web
 
-DEFAULT_HANDLER = "worker_runtime.lambda_handler.handler"
+DEFAULT_HANDLER = "daskless.worker_runtime.lambda_handler.handler"
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
 MAX_EVENT_BYTES = 256 * 1024
 MAX_SYNC_BYTES = 6 * 1024 * 1024
@@ -103,7 +103,7 @@ class Instance:
     @classmethod
     async def start(cls, config: FunctionConfig, env: Mapping[str, str]) -> Instance:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker_runtime.lambda_emulator", "--instance",
+            sys.executable, "-m", "daskless.worker_runtime.lambda_emulator", "--instance",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=dict(env),
             limit=2 * MAX_SYNC_BYTES,
         )
@@ -429,7 +429,7 @@ class EmulatorThread:
 
 def _instance_main() -> None:
     """The loop of one instance: read an invocation, run the handler, write its outcome."""
-    from worker_runtime.process_worker import _die_with_parent
+    from daskless.worker_runtime.process_worker import _die_with_parent
 
     _die_with_parent()
     settings = json.loads(sys.stdin.readline())
@@ -478,7 +478,7 @@ def _parse_env(items: list[str]) -> Iterator[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m worker_runtime.lambda_emulator",
+        prog="python -m daskless.worker_runtime.lambda_emulator",
         description="Serve the AWS Lambda Invoke API locally, running handlers in processes.",
     )
     parser.add_argument("--instance", action="store_true", help=argparse.SUPPRESS)

@@ -1,7 +1,7 @@
-"""The AWS Lambda entry point: ``worker_runtime.lambda_handler.handler``.
+"""The AWS Lambda entry point: ``daskless.worker_runtime.lambda_handler.handler``.
 
 A Lambda instance is a warm worker like a process of the local pool, and runs invocations with
-the same code (:func:`worker_runtime.worker.handle`); only its surroundings differ:
+the same code (:func:`daskless.worker_runtime.worker.handle`); only its surroundings differ:
 
 - **Cold and warm starts.** The first event an instance sees reads its settings from the
   environment, connects to Redis and builds the Lambda client it fans out with; all of that
@@ -14,17 +14,17 @@ the same code (:func:`worker_runtime.worker.handle`); only its surroundings diff
   ``DASK_DASKLESS__AUTH__SECRET`` (read once and removed from the environment, so tasks cannot
   find it), the ``daskless.lambda`` settings from ``DASK_DASKLESS__LAMBDA__...`` variables. The
   function invokes itself for fan-out (``AWS_LAMBDA_FUNCTION_NAME``, set by the platform).
-- **Only signed events run.** An event is the signed envelope of :mod:`worker_runtime.auth`;
-  an unsigned, tampered, stale or replayed one raises
-  :class:`~worker_runtime.errors.SignatureError` before anything is read or run. Replays are
-  refused across all instances through Redis.
+- **Only signed events run.** An event is the signed envelope of
+  :mod:`daskless.worker_runtime.auth`; an unsigned, tampered, stale or replayed one raises
+  :class:`~daskless.worker_runtime.errors.SignatureError` before anything is read or run. Replays
+  are refused across all instances through Redis.
 - **A worker id per invocation** (``<function>:<request id>``). The platform knows an
   invocation by its request id, so when an instance dies mid-invocation (a task calls
   ``os._exit``, runs out of memory, segfaults), the platform's on-failure record names the same
   id. The function is its own on-failure destination (see ``deploy/aws/template.yaml``): given
   such a record it checks the original envelope's signature and appends a ``start`` and a
   ``lost`` event for that worker to the run, which the client turns into
-  :class:`~worker_runtime.errors.WorkerLostError` instead of waiting forever. The ``start``
+  :class:`~daskless.worker_runtime.errors.WorkerLostError` instead of waiting forever. The ``start``
   covers invocations that failed before their worker could announce itself (refused as stale
   after a long wait in the platform's queue, or dead during a cold start). A record's envelope
   has been used once already and may be older than the replay window, so for records only the
@@ -44,20 +44,20 @@ from typing import Any
 
 import dask.config
 
-from worker_runtime.auth import (
+from daskless.worker_runtime.auth import (
     DEFAULT_MAX_AGE_S,
     RedisSeenSignatures,
     Signer,
     take_secret,
 )
-from worker_runtime.context import Keepalive, SpecCache, WorkerContext
-from worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
-from worker_runtime.heap import ImportFreezer
-from worker_runtime.invokers.aws_lambda import SCHEME, LambdaInvoker, LambdaSettings
-from worker_runtime.process_worker import _configure_nested_computes
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.redis_store import RedisStore
-from worker_runtime.worker import handle
+from daskless.worker_runtime.context import Keepalive, SpecCache, WorkerContext
+from daskless.worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
+from daskless.worker_runtime.heap import ImportFreezer
+from daskless.worker_runtime.invokers.aws_lambda import SCHEME, LambdaInvoker, LambdaSettings
+from daskless.worker_runtime.process_worker import _configure_nested_computes
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.worker import handle
 
 STORE_ENVS = ("DASKLESS_STORE", "DASK_DASKLESS__STORE")
 FUNCTION_ENV = "AWS_LAMBDA_FUNCTION_NAME"

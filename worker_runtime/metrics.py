@@ -18,7 +18,7 @@ Records are JSON lists (the first item names the kind; ``inv`` is the invocation
 
 - ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline]``
 - ``["tasks", inv, n, ids, starts, ends, [[i, input_id, nbytes, download_s], ...]]``: the ``n``
-  tasks that ran since the last upload, as columns packed by :mod:`worker_runtime.columns`
+  tasks that ran since the last upload, as columns packed by :mod:`daskless.worker_runtime.columns`
   (task ids as ``INT``, start and end times as ``FLOAT``); inputs are those read from the store
   only (the others were in this worker's memory), ``i`` indexing the columns.
   :func:`expand` turns such a record into one ``["task", inv, task_id, t_start, t_end,
@@ -42,9 +42,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker_runtime.columns import FLOAT, INT, pack, unpack
-from worker_runtime.protocol import Invocation, MetricsSettings, TaskInfo
-from worker_runtime.store.base import Mark, Store
+from daskless.worker_runtime.columns import FLOAT, INT, pack, unpack
+from daskless.worker_runtime.protocol import Invocation, MetricsSettings, TaskInfo
+from daskless.worker_runtime.store.base import Mark, Store
 
 STRATEGIES = ("task", "batch", "interval", "exit")
 _IMPORTED_AT = time.time()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from worker_runtime.protocol import Event, Successor
-from worker_runtime.store.base import Mark
+from daskless.worker_runtime.protocol import Event, Successor
+from daskless.worker_runtime.store.base import Mark
 
 
 class Outbox:

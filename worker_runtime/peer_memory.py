@@ -11,7 +11,8 @@ producer.
 
 Lifetime: an output is kept until its run is released (:func:`release`), which the client asks
 of every local worker when it deletes the run; a worker process that exits frees everything.
-A reader that finds the producer gone raises :class:`~worker_runtime.errors.WorkerLostError`.
+A reader that finds the producer gone raises
+:class:`~daskless.worker_runtime.errors.WorkerLostError`.
 
 Linux only (``process_vm_readv``, same user, no ptrace restrictions between the workers);
 :func:`available` says whether this process can use it, checked once by reading its own memory.
@@ -29,7 +30,7 @@ from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any
 
-from worker_runtime.errors import WorkerLostError
+from daskless.worker_runtime.errors import WorkerLostError
 
 MARKER = b"\x00daskless-peer:"
 RELEASE_COMMAND = "release"

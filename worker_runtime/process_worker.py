@@ -1,7 +1,7 @@
 """The main program of a warm worker process: pop an invocation, run it, repeat.
 
-The pool starts ``python -m worker_runtime.process_worker`` as an independent program, like a
-function container: it does not import the client's ``__main__`` and shares nothing with the
+The pool starts ``python -m daskless.worker_runtime.process_worker`` as an independent program, like
+a function container: it does not import the client's ``__main__`` and shares nothing with the
 client but the store. Its settings (store URL, queue name, config) arrive as one JSON line on
 standard input, never as command-line arguments. Standard input then stays open: when it closes,
 the client is gone and the worker exits, so a killed client leaves nothing behind.
@@ -19,14 +19,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from worker_runtime import peer_memory
-from worker_runtime.context import WorkerContext
-from worker_runtime.errors import StoreUnavailableError
-from worker_runtime.heap import ImportFreezer
-from worker_runtime.invokers.queue import QueueInvoker
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.redis_store import RedisStore
-from worker_runtime.worker import handle
+from daskless.worker_runtime import peer_memory
+from daskless.worker_runtime.context import WorkerContext
+from daskless.worker_runtime.errors import StoreUnavailableError
+from daskless.worker_runtime.heap import ImportFreezer
+from daskless.worker_runtime.invokers.queue import QueueInvoker
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.worker import handle
 
 IDLE_TIMEOUT_S = 30.0
 READY_LINE = "daskless-worker-ready"

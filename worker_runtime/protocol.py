@@ -14,7 +14,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from worker_runtime.errors import InvocationError
+from daskless.worker_runtime.errors import InvocationError
 
 
 class Successor(NamedTuple):
@@ -53,7 +53,7 @@ class TaskInfo(NamedTuple):
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """How workers record and upload metrics (``daskless.metrics``; see worker_runtime.metrics).
+    """How workers record and upload metrics (``daskless.metrics``; see ``worker_runtime.metrics``).
 
     ``strategy`` is one of ``task`` (upload after each task), ``batch`` (every ``batch_size``
     records), ``interval`` (every ``interval_s`` seconds) or ``exit`` (once, when the worker

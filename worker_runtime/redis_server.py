@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
-from worker_runtime.errors import StoreError
+from daskless.worker_runtime.errors import StoreError
 
 # Redis 7 logs "Ready to accept connections ...", older versions "... now ready to accept ...".
 READY_TEXT = b"eady to accept connections"

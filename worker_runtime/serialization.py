@@ -15,8 +15,8 @@ from collections.abc import Hashable
 
 import cloudpickle
 
-from worker_runtime import references
-from worker_runtime.errors import SerializationError
+from daskless.worker_runtime import references
+from daskless.worker_runtime.errors import SerializationError
 
 # A Redis string (and hash value) holds at most 512 MiB.
 MAX_VALUE_BYTES = 512 * 1024 * 1024

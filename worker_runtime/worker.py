@@ -27,13 +27,13 @@ import warnings
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, NoReturn
 
-from worker_runtime import metrics, references, serialization
-from worker_runtime.blobs import is_reference, open_blobs
-from worker_runtime.context import WorkerContext, running_in
-from worker_runtime.errors import RunGoneError, SerializationError
-from worker_runtime.keys import key_name
-from worker_runtime.outbox import Outbox
-from worker_runtime.protocol import Invocation, SubDAG, Successor, TaskInfo
+from daskless.worker_runtime import metrics, references, serialization
+from daskless.worker_runtime.blobs import is_reference, open_blobs
+from daskless.worker_runtime.context import WorkerContext, running_in
+from daskless.worker_runtime.errors import RunGoneError, SerializationError
+from daskless.worker_runtime.keys import key_name
+from daskless.worker_runtime.outbox import Outbox
+from daskless.worker_runtime.protocol import Invocation, SubDAG, Successor, TaskInfo
 
 _MISSING: Any = object()
 

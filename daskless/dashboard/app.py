@@ -26,8 +26,8 @@ from aiohttp import web
 
 from daskless.report import analysis
 from daskless.report.data import RunMetrics, load_run
-from worker_runtime import metrics
-from worker_runtime.store.base import Store
+from daskless.worker_runtime import metrics
+from daskless.worker_runtime.store.base import Store
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static" / "dashboard"
 READ_BLOCK_S = 5.0

@@ -15,7 +15,7 @@ from types import TracebackType
 from daskless import observe
 from daskless.report.data import RunMetrics, load_run
 from daskless.report.html import render
-from worker_runtime.store.base import Store
+from daskless.worker_runtime.store.base import Store
 
 __all__ = ["RunMetrics", "load_run", "performance_report", "render", "write_report"]
 

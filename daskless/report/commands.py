@@ -16,7 +16,7 @@ from typing import Any
 from daskless import config
 from daskless.exceptions import ConfigurationError, DasklessError
 from daskless.report.data import RunMetrics, load_run
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 Handler = Callable[[argparse.Namespace], int]
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

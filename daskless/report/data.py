@@ -1,7 +1,7 @@
 """A run's metrics as objects: read the records of one run's metrics stream and join them.
 
 Workers write compact records that refer to tasks by id and to workers by invocation
-(``worker_runtime.metrics``); the client's ``run`` record holds the plan (key, function,
+(``daskless.worker_runtime.metrics``); the client's ``run`` record holds the plan (key, function,
 partition and inputs of every task). :func:`load_run` reads them all and :class:`RunMetrics`
 joins them into per-task, per-invocation and per-run facts. Readers (the HTML report, the
 dashboard, ``daskless runs``) only use this module's view.
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_runtime import metrics
-from worker_runtime.store.base import Store
+from daskless.worker_runtime import metrics
+from daskless.worker_runtime.store.base import Store
 
 
 @dataclass

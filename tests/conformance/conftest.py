@@ -14,9 +14,9 @@ import pytest
 import redis
 
 import daskless
+from daskless.worker_runtime import keys
+from daskless.worker_runtime.store.memory import MemoryStore
 from tests.http_servers import SECRET, gateway_process
-from worker_runtime import keys
-from worker_runtime.store.memory import MemoryStore
 
 BACKENDS = ["memory-threads", "redis-processes", "redis-http"]
 

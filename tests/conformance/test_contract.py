@@ -33,11 +33,18 @@ def tree(n: int) -> Any:
 
 
 def test_name_is_registered_and_config_selects_it() -> None:
-    assert dask.base.named_schedulers["daskless"] == daskless.get
+    registered = dask.base.named_schedulers["daskless"]
     assert daskless.get.__self__ is daskless.default_engine
     assert dask.config.get("daskless.partitions-per-worker") >= 1
     with dask.config.set(scheduler="daskless"):
-        assert dask.base.get_scheduler() == daskless.get
+        assert dask.base.get_scheduler() == registered
+    # The name stands for the default engine: computes and persist both go through it.
+    engine = daskless.default_engine
+    assert delayed(inc)(1).compute(scheduler="daskless") == 2
+    assert engine.last_run is not None
+    persisted = dask.persist(da.ones(4, chunks=2), scheduler="daskless")[0]
+    assert engine.last_run is not None and engine._persisted
+    assert float(persisted.sum().compute(scheduler="daskless")) == 4.0
 
 
 def test_collections(engine: daskless.Engine) -> None:

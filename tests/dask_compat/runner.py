@@ -174,9 +174,9 @@ def started_services(configuration: Configuration) -> Iterator[dict[str, Any]]:
         return
     if configuration.services != "gateway":
         raise ValueError(f"unknown services {configuration.services!r}")
+    from daskless.worker_runtime.auth import generate_secret
+    from daskless.worker_runtime.redis_server import RedisServer, free_port
     from tests.http_servers import gateway_process
-    from worker_runtime.auth import generate_secret
-    from worker_runtime.redis_server import RedisServer, free_port
 
     secret = generate_secret()
     with RedisServer(port=free_port()) as server, \

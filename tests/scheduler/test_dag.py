@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from scheduler.dag import DAG, Key, Node
-from scheduler.errors import CycleError
+from daskless.scheduler.dag import DAG, Key, Node
+from daskless.scheduler.errors import CycleError
 
 
 def diamond() -> DAG:

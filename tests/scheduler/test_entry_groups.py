@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Hashable
 
-from scheduler.dag import DAG
-from scheduler.entry_groups import entry_groups
-from scheduler.partition import Partitioning, local_tasks, partition
+from daskless.scheduler.dag import DAG
+from daskless.scheduler.entry_groups import entry_groups
+from daskless.scheduler.partition import Partitioning, local_tasks, partition
 from tests.scheduler.test_partition import random_dag, tree_reduction
 
 

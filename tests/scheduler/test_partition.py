@@ -8,9 +8,9 @@ from collections.abc import Hashable, Mapping
 
 import pytest
 
-from scheduler.dag import DAG, Key
-from scheduler.errors import CycleError
-from scheduler.partition import BALANCE_SLACK, Partitioning, local_tasks, partition
+from daskless.scheduler.dag import DAG, Key
+from daskless.scheduler.errors import CycleError
+from daskless.scheduler.partition import BALANCE_SLACK, Partitioning, local_tasks, partition
 
 
 def random_dag(rng: random.Random, n: int, n_external: int = 0) -> DAG:

@@ -8,14 +8,14 @@ from collections.abc import Hashable, Sequence
 
 import pytest
 
-from scheduler.dag import DAG, Key, Node
-from scheduler.errors import (
+from daskless.scheduler.dag import DAG, Key, Node
+from daskless.scheduler.errors import (
     CycleError,
     DasklessError,
     GraphError,
     MissingDependencyError,
 )
-from scheduler.validation import validate
+from daskless.scheduler.validation import validate
 
 
 def assert_is_cycle(dag: DAG, cycle: Sequence[Key]) -> None:

@@ -2,9 +2,9 @@
 
 The client invokes the entry workers and every worker invokes its fan-outs the same way: an
 asynchronous ``Invoke`` (``InvocationType="Event"``) of the same function, whose payload is the
-signed JSON envelope of :mod:`worker_runtime.auth` around a small
-:class:`~worker_runtime.protocol.Invocation`. Nothing waits for the function to run; the run's
-event stream tells the client what happened.
+signed JSON envelope of :mod:`daskless.worker_runtime.auth` around a small
+:class:`~daskless.worker_runtime.protocol.Invocation`. Nothing waits for the function to run; the
+run's event stream tells the client what happened.
 
 Delivery is the only thing this module guarantees, and it does so with bounded effort:
 
@@ -15,15 +15,16 @@ Delivery is the only thing this module guarantees, and it does so with bounded e
   all; every attempt is signed afresh, so a retry is never refused as a replay. botocore's own
   retries are switched off so that this policy is the whole story.
 - Anything else (an unknown function, a refused request), or the last failed attempt, raises
-  :class:`~worker_runtime.errors.InvocationError` naming the function, the run and the reason.
+  :class:`~daskless.worker_runtime.errors.InvocationError` naming the function, the run and the
+  reason.
 
 Payloads stay small: an inline sub-DAG whose envelope would exceed ``max_payload_bytes`` (the
 asynchronous invocation limit) is dropped from the payload, and the worker reads it from the
 store, where the client stored every sub-DAG once.
 
 boto3 is an optional dependency (the ``aws`` extra); it is imported when the first invoker is
-made, and its absence is a :class:`~worker_runtime.errors.ConfigurationError` that says how to
-install it.
+made, and its absence is a :class:`~daskless.worker_runtime.errors.ConfigurationError` that says how
+to install it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker_runtime.errors import ConfigurationError, InvocationError
-from worker_runtime.protocol import Invocation
+from daskless.worker_runtime.errors import ConfigurationError, InvocationError
+from daskless.worker_runtime.protocol import Invocation
 
 SCHEME = "lambda://"
 RETRYABLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException",
@@ -46,7 +47,7 @@ RETRYABLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException",
 
 
 class EnvelopeSigner(Protocol):
-    """What the invoker needs from :class:`worker_runtime.auth.Signer`."""
+    """What the invoker needs from :class:`daskless.worker_runtime.auth.Signer`."""
 
     def sign_envelope(self, body: bytes) -> dict[str, str]:
         ...

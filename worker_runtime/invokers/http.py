@@ -1,10 +1,10 @@
 """HTTP invocations: POST each invocation to ``<url>/invoke``, signed.
 
 ``daskless.invoker = "http://host:port[/prefix]"`` addresses a local gateway
-(:mod:`worker_runtime.gateway`), a single HTTP worker (:mod:`worker_runtime.http_worker`) or a
-platform's function URL alike: they all accept ``POST /invoke`` with the invocation JSON as body
-and the signature headers of :mod:`worker_runtime.auth`, and answer 202 once they have taken the
-invocation over.
+(:mod:`daskless.worker_runtime.gateway`), a single HTTP worker
+(:mod:`daskless.worker_runtime.http_worker`) or a platform's function URL alike: they all accept
+``POST /invoke`` with the invocation JSON as body and the signature headers of
+:mod:`daskless.worker_runtime.auth`, and answer 202 once they have taken the invocation over.
 
 Delivery is done by an aiohttp client on one background event loop per invoker (its own thread),
 so a batch of fan-out invocations is sent concurrently over kept-alive connections, at most
@@ -36,9 +36,9 @@ from typing import Any
 
 import aiohttp
 
-from worker_runtime.auth import Signer
-from worker_runtime.errors import InvocationError, SignatureError
-from worker_runtime.protocol import Invocation
+from daskless.worker_runtime.auth import Signer
+from daskless.worker_runtime.errors import InvocationError, SignatureError
+from daskless.worker_runtime.protocol import Invocation
 
 FailureCallback = Callable[[Invocation, InvocationError], None]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

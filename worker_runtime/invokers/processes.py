@@ -1,7 +1,7 @@
 """A warm pool of worker processes on one machine, fed through a queue in the store.
 
-The pool starts ``size`` worker programs once (see :mod:`worker_runtime.process_worker`) and
-keeps that many alive: a monitor thread waits on the processes' output pipes, which close when a
+The pool starts ``size`` worker programs once (see :mod:`daskless.worker_runtime.process_worker`)
+and keeps that many alive: a monitor thread waits on the processes' output pipes, which close when a
 process exits. Each unexpected exit is reported through ``on_lost`` (the engine turns it into a
 "lost" event for the runs that were using the worker) and a replacement is started.
 """
@@ -18,11 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import wait
 from typing import cast
 
-from worker_runtime import keys, peer_memory
-from worker_runtime.context import worker_id_for
-from worker_runtime.invokers.queue import QueueInvoker
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.base import Store
+from daskless.worker_runtime import keys, peer_memory
+from daskless.worker_runtime.context import worker_id_for
+from daskless.worker_runtime.invokers.queue import QueueInvoker
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.base import Store
 
 # glibc's allocator hands large blocks (from 128 KiB) back to the kernel when they are freed, so
 # every new array of a warm worker pays a page fault per 4 KiB page again, and page faults are
@@ -79,7 +79,7 @@ class ProcessPool:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.update(WARM_MEMORY_ENV)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker_runtime.process_worker"],
+            [sys.executable, "-m", "daskless.worker_runtime.process_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

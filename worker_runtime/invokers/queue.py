@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.base import Store
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.base import Store
 
 
 class QueueInvoker:

@@ -10,11 +10,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from worker_runtime import peer_memory
-from worker_runtime.context import WorkerContext
-from worker_runtime.protocol import Invocation
-from worker_runtime.store.base import Store
-from worker_runtime.worker import handle
+from daskless.worker_runtime import peer_memory
+from daskless.worker_runtime.context import WorkerContext
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store.base import Store
+from daskless.worker_runtime.worker import handle
 
 
 class ThreadInvoker:

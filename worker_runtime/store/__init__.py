@@ -1,8 +1,8 @@
 """Stores: the few atomic primitives the worker protocol needs; Redis and an in-memory twin."""
 
-from worker_runtime.store.base import Mark, Store
-from worker_runtime.store.memory import MemoryStore
-from worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.store.base import Mark, Store
+from daskless.worker_runtime.store.memory import MemoryStore
+from daskless.worker_runtime.store.redis_store import RedisStore
 
 __all__ = ["Mark", "MemoryStore", "RedisStore", "Store", "open_store"]
 

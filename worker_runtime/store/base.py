@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from worker_runtime.protocol import Event
+from daskless.worker_runtime.protocol import Event
 
 
 class Mark(NamedTuple):

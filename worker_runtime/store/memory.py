@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker_runtime.errors import RunGoneError
-from worker_runtime.protocol import Event
-from worker_runtime.store.base import Mark
+from daskless.worker_runtime.errors import RunGoneError
+from daskless.worker_runtime.protocol import Event
+from daskless.worker_runtime.store.base import Mark
 
 _ids = itertools.count()
 # The process's memory is the only place metrics live here: keep the most recent runs only.

@@ -1,7 +1,7 @@
 """``RedisStore``: the store on a real Redis server, shared by client and worker processes.
 
-Key names come from :mod:`worker_runtime.keys`; the atomic multi-step updates are the Lua
-scripts of :mod:`worker_runtime.store.lua`. Connection problems surface as
+Key names come from :mod:`daskless.worker_runtime.keys`; the atomic multi-step updates are the Lua
+scripts of :mod:`daskless.worker_runtime.store.lua`. Connection problems surface as
 :class:`StoreUnavailableError` naming the URL (with the password masked), after the client
 library's own bounded retries, so a dead server fails a compute quickly instead of hanging it.
 """
@@ -20,11 +20,11 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from worker_runtime import keys
-from worker_runtime.errors import RunGoneError, StoreUnavailableError
-from worker_runtime.protocol import Event
-from worker_runtime.store import lua
-from worker_runtime.store.base import Mark
+from daskless.worker_runtime import keys
+from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
+from daskless.worker_runtime.protocol import Event
+from daskless.worker_runtime.store import lua
+from daskless.worker_runtime.store.base import Mark
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
