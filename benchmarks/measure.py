@@ -85,25 +85,24 @@ class RedisTraffic:
 
 
 class InvocationCounter:
-    """Counts worker invocations of daskless runs from their ``start`` events."""
+    """Counts worker invocations of daskless runs (the invocations each run saw start)."""
 
     def __init__(self) -> None:
         self.count = 0
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[InvocationCounter]:
-        """Wraps the run client's event handler for the duration of the block."""
+        """Wraps the run client's last step, which every run takes, for the block."""
         from daskless.run import RunClient
 
-        original: Callable[..., None] = RunClient._on_event
+        original: Callable[..., None] = RunClient.delete
 
-        def counting(client: RunClient, event: tuple[Any, ...]) -> None:
-            if event[0] == "start":
-                self.count += 1
-            original(client, event)
+        def counting(client: RunClient) -> None:
+            self.count += client.started
+            original(client)
 
-        RunClient._on_event = counting  # type: ignore[method-assign,assignment]
+        RunClient.delete = counting  # type: ignore[method-assign]
         try:
             yield self
         finally:
-            RunClient._on_event = original  # type: ignore[method-assign]
+            RunClient.delete = original  # type: ignore[method-assign]

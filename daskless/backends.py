@@ -13,20 +13,22 @@ from dataclasses import dataclass, field
 
 import dask.config
 
+from daskless import config
 from daskless.config import Backend
 from daskless.worker_runtime.auth import Signer
-from daskless.worker_runtime.blobs import shared_memory_dir
 from daskless.worker_runtime.context import Invoker
 from daskless.worker_runtime.errors import ConfigurationError
 from daskless.worker_runtime.invokers.aws_lambda import SCHEME as LAMBDA_SCHEME
 from daskless.worker_runtime.invokers.aws_lambda import LambdaInvoker, LambdaSettings
 from daskless.worker_runtime.invokers.http import HttpInvoker
-from daskless.worker_runtime.invokers.processes import LostCallback, ProcessPool
+from daskless.worker_runtime.invokers.processes import Notify, ProcessPool
 from daskless.worker_runtime.invokers.threads import ThreadInvoker
+from daskless.worker_runtime.protocol import TierChoice
 from daskless.worker_runtime.redis_server import RedisServer
 from daskless.worker_runtime.store.base import Store
 from daskless.worker_runtime.store.memory import MemoryStore
 from daskless.worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.values.files import shared_memory_dir
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 HTTP_SCHEMES = ("http://", "https://")
@@ -48,6 +50,16 @@ class Resources:
     def close(self) -> None:
         while self.closers:
             self.closers.pop()()
+
+    def tier(self, threshold: int) -> TierChoice:
+        """The value tier for a run on these resources (see ``worker_runtime.values``)."""
+        if isinstance(self.store, MemoryStore):
+            return TierChoice("reference")
+        if self.blob_dir is None:
+            return TierChoice("pickle")
+        probed = getattr(self.invoker, "peer_reads", None)
+        peer = config.get("tuning.peer-reads") and callable(probed) and probed()
+        return TierChoice("peer" if peer else "files", self.blob_dir, threshold)
 
 
 def open_store(
@@ -74,7 +86,7 @@ def open_store(
 
 
 def open_invoker(
-    name: str, store: Store, workers: int, on_lost: LostCallback
+    name: str, store: Store, workers: int, notify: Notify
 ) -> tuple[Invoker, Callable[[], None]]:
     """The invoker a setting names, and how to stop it."""
     if name == "threads":
@@ -86,7 +98,9 @@ def open_invoker(
                 "daskless.invoker='processes' needs a store that processes share: use "
                 "daskless.store='embedded' or a Redis URL, or daskless.invoker='threads'"
             )
-        pool = ProcessPool(store, workers, on_lost)
+        tuning = {f"daskless.tuning.{k}": v for k, v in config.get("tuning").items()}
+        pool = ProcessPool(store, workers, notify, settings=tuning,
+                           warm_malloc=bool(config.get("tuning.warm-malloc")))
         return pool, pool.close
     if name.startswith(HTTP_SCHEMES):
         http = _http_invoker(name, store)
@@ -139,7 +153,7 @@ def _http_invoker(name: str, store: Store) -> HttpInvoker:
     )
 
 
-def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resources:
+def start(backend: Backend, notify: Notify) -> Resources:
     """Start the store, then the invoker, of a backend."""
     closers: list[Callable[[], None]] = []
     if backend.store == "embedded" and backend.invoker.startswith(HTTP_SCHEMES):
@@ -151,7 +165,7 @@ def start(backend: Backend, on_lost: Callable[[Store, str, str], None]) -> Resou
     try:
         store, server = open_store(backend.store, closers)
         invoker, close_invoker = open_invoker(
-            backend.invoker, store, backend.workers, lambda w, r: on_lost(store, w, r)
+            backend.invoker, store, backend.workers, notify
         )
     except BaseException:
         while closers:

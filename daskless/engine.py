@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -33,13 +33,13 @@ from daskless.graph import Graph, materialize, requested_keys
 from daskless.plan import make_plan
 from daskless.progressbar import configured_progress
 from daskless.run import RunClient, TaskFailed, fetch_persisted
-from daskless.worker_runtime import context, peer_memory
-from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
+from daskless.worker_runtime import context
+from daskless.worker_runtime.errors import StoreUnavailableError
+from daskless.worker_runtime.events import Event
 from daskless.worker_runtime.invokers.threads import ThreadInvoker
 from daskless.worker_runtime.keys import key_name
 from daskless.worker_runtime.protocol import RunOptions
 from daskless.worker_runtime.store.base import Store
-from daskless.worker_runtime.store.memory import MemoryStore
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -53,7 +53,22 @@ class RunSummary:
     """Tasks run, by workers and (the finalize step) by the client."""
     partitions: int
     cross_edges: int
-    timeline: list[tuple[Hashable, float, float, str]] = field(default_factory=list)
+    store: Store | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def timeline(self) -> list[tuple[Hashable, float, float, str]]:
+        """``(key, start, end, worker)`` of every task the workers ran, from the run's metrics.
+
+        Task times travel once, in the metrics (``daskless.metrics.enabled``); reading them
+        waits briefly for the workers' last uploads.
+        """
+        from daskless.report.data import load_run
+
+        if self.store is None:
+            return []
+        run = load_run(self.store, self.run_id, settle_s=5.0)
+        return [(t.key, t.start, t.end, t.worker or "")
+                for t in run.tasks if t.start is not None and t.end is not None]
 
 
 class Engine:
@@ -75,7 +90,7 @@ class Engine:
     def get(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Compute ``keys`` of ``dsk``; Dask's scheduler contract."""
         start = time.perf_counter()
-        with gcpause.paused():  # see daskless.gcpause
+        with gcpause.paused(config.get("tuning.gc-pause")):  # see daskless.gcpause
             graph, _annotations = materialize(dsk)
             wanted = requested_keys(keys)
             _store, results = self._compute(graph, wanted, kwargs, persist=False,
@@ -85,7 +100,7 @@ class Engine:
     def persist(self, collections: Sequence[Any], optimize_graph: bool = True,
                 **kwargs: Any) -> list[Any]:
         """Compute collections and keep their values in the store (``dask.persist`` protocol)."""
-        with gcpause.paused():  # see daskless.gcpause
+        with gcpause.paused(config.get("tuning.gc-pause")):  # see daskless.gcpause
             expr = collections_to_expr(collections, optimize_graph).optimize()
             keys_per_collection = [list(flatten(k)) for k in expr.__dask_keys__()]
             wanted = [k for ks in keys_per_collection for k in ks]
@@ -127,14 +142,14 @@ class Engine:
             recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
             driver.started(plan.dag, steps)
             self.last_run = RunSummary(run_id, len(plan.keys) + len(steps),
-                                       len(plan.parts.parts), plan.parts.cross_edges(plan.dag))
+                                       len(plan.parts.parts), plan.parts.cross_edges(plan.dag),
+                                       store if options.metrics is not None else None)
             if not plan.keys:
                 return {} if persist else fetch_persisted(store, wanted)
             client = RunClient(run_id, plan, store, resources.invoker, driver, wanted,
                                int(config.get("inline-spec-bytes")),
                                float(config.get("run-ttl")))
             self._runs[run_id] = client
-            self.last_run = replace(self.last_run, timeline=client.timeline)
             error: BaseException | None = None
             try:
                 client.submit()
@@ -151,7 +166,8 @@ class Engine:
                 error = failed.error
                 if options.rerun_locally and failed.task_id >= 0:
                     _rerun_locally(client, failed.task_id)
-                raise failed.error from None
+                # Not chained to TaskFailed (an internal carrier); its own cause stays.
+                raise failed.error from failed.error.__cause__
             except BaseException as exc:
                 error = exc
                 raise
@@ -173,10 +189,7 @@ class Engine:
             persist_ttl_ms=int(float(config.get("persist-ttl")) * 1000),
             rerun_locally=bool(rerun),
             event_interval_s=float(config.get("event-interval")),
-            by_reference=isinstance(resources.store, MemoryStore),
-            blob_dir=resources.blob_dir,
-            peer_reads=resources.blob_dir is not None and peer_memory.available(),
-            blob_threshold=int(config.get("blob-threshold-bytes")),
+            tier=resources.tier(int(config.get("blob-threshold-bytes"))),
             metrics=observe.metrics_settings(),
         )
 
@@ -198,15 +211,15 @@ class Engine:
         backend = Backend.from_config(*self._settings)
         with self._lock:
             if backend not in self._resources:
-                self._resources[backend] = start(backend, self._report_lost)
+                self._resources[backend] = start(backend, self._notify)
                 atexit.register(self.close)
             return self._resources[backend], False
 
-    def _report_lost(self, store: Store, worker_id: str, reason: str) -> None:
-        """A pool saw a worker die: tell every run in flight, they know whether it was theirs."""
-        for run_id in list(self._runs):
-            with contextlib.suppress(RunGoneError):
-                store.deliver(run_id, events=[("lost", worker_id, reason)])
+    def _notify(self, run_id: str, event: Event) -> None:
+        """A local platform saw something happen to a run (a worker it held died)."""
+        client = self._runs.get(run_id)
+        if client is not None:
+            client.notify(event)
 
     def _remember_persisted(self, store: Store, keys: list[Hashable]) -> None:
         with self._lock:

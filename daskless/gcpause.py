@@ -9,7 +9,10 @@ cycles reclaimed before it ends (reference counting still frees everything else 
 collection waits until ``get`` returns, like a pause in a long-lived server's request.
 
 Pauses nest and may overlap across threads (several computes at once): the collector is
-re-enabled when the last pause ends, and only if it was enabled when the first began.
+re-enabled when the last pause ends, and only if it was enabled when the first began. The pause
+is process-wide: reference cycles other threads make meanwhile wait until the compute ends.
+That is why it is a setting (``daskless.tuning.gc-pause``, on by default; the README gives
+what it saves).
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ _was_enabled = False
 
 
 @contextmanager
-def paused() -> Iterator[None]:
+def paused(active: bool = True) -> Iterator[None]:
+    """Hold the collector off inside the block; ``active=False`` (``daskless.tuning.gc-pause``
+    off) leaves it alone."""
     global _depth, _was_enabled
+    if not active:
+        yield
+        return
     with _lock:
         if _depth == 0:
             _was_enabled = gc.isenabled()

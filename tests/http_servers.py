@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from aiohttp import web
 
@@ -112,8 +113,12 @@ def serving_app(app: web.Application) -> Iterator[str]:
 
 
 @contextmanager
-def gateway_process(store_url: str, *args: str, secret: str = SECRET) -> Iterator[str]:
-    """``daskless gateway --port 0 ...`` as a child process; yields its URL."""
+def gateway_process(store_url: str, *args: str, secret: str = SECRET,
+                    output: Path | None = None) -> Iterator[str]:
+    """``daskless gateway --port 0 ...`` as a child process; yields its URL.
+
+    Its standard output (where its instances' output passes through) goes to ``output``
+    when given, else nowhere."""
     env = dict(os.environ, DASK_DASKLESS__AUTH__SECRET=secret, DASK_DASKLESS__STORE=store_url)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen(
@@ -123,8 +128,15 @@ def gateway_process(store_url: str, *args: str, secret: str = SECRET) -> Iterato
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     # Keep draining: instances' output passes through the gateway's standard output.
-    drain = threading.Thread(target=proc.stdout.read, daemon=True)
-    drain.start()
+    def drain() -> None:
+        assert proc.stdout is not None
+        with open(output or os.devnull, "wb") as sink:
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
+                sink.write(chunk)
+                sink.flush()
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
     try:
         if not line.startswith(gateway.GATEWAY_READY_LINE):
             raise RuntimeError(f"gateway did not start: {line!r}")
@@ -132,5 +144,5 @@ def gateway_process(store_url: str, *args: str, secret: str = SECRET) -> Iterato
     finally:
         proc.terminate()
         proc.wait(30)
-        drain.join(10)
+        drainer.join(10)
         proc.stdout.close()

@@ -24,6 +24,7 @@ import daskless
 from daskless.worker_runtime import keys, serialization
 from daskless.worker_runtime.auth import Signer
 from daskless.worker_runtime.context import current
+from daskless.worker_runtime.events import InvocationStarted, WorkerLost
 from daskless.worker_runtime.invokers.aws_lambda import LambdaSettings, make_client
 from daskless.worker_runtime.lambda_emulator import EmulatorThread
 from daskless.worker_runtime.protocol import Invocation, SubDAG, TaskInfo
@@ -210,14 +211,15 @@ def test_a_stale_event_invocation_of_a_live_run_fails_the_run(
                              Payload=json.dumps(envelope).encode())
     assert accepted["StatusCode"] == 202
     events: list[Any] = []
-    while not any(e[0] == "lost" for e in events):  # blocking reads of the event stream
+    while not any(isinstance(e, WorkerLost) for e in events):  # blocking reads of the stream
         cursor, batch = store.read_events("victim", cursor, 30)
         assert batch, "no lost event within 30 s"
         events += batch
     store.close()
-    (start,) = [e for e in events if e[0] == "start"]
-    (lost,) = [e for e in events if e[0] == "lost"]
-    assert start[1] == lost[1] and "stale" in lost[2]
+    (lost,) = [e for e in events if isinstance(e, WorkerLost)]
+    assert lost.worker.startswith(f"{FUNCTION}:") and "stale" in lost.reason
+    assert lost.partition == 0 and not lost.retried  # the client fails the run at once
+    assert not any(isinstance(e, InvocationStarted) for e in events)  # it never started
     assert redis_client.get(MARKER) is None  # the task never ran
 
 

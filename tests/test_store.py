@@ -10,10 +10,13 @@ import pytest
 
 from daskless.worker_runtime import keys
 from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
+from daskless.worker_runtime.events import TasksFinished
 from daskless.worker_runtime.redis_server import free_port
 from daskless.worker_runtime.store.base import Mark, Store
 from daskless.worker_runtime.store.memory import MemoryStore
 from daskless.worker_runtime.store.redis_store import RedisStore
+
+FIN = TasksFinished("worker-1", (1, 5))
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -45,11 +48,12 @@ def test_marks_are_idempotent_and_report_completion_once(store: Store) -> None:
 
 def test_outputs_events_and_persisted_data(store: Store) -> None:
     store.create_run("r", {}, ttl_s=60)
-    store.deliver("r", outputs={1: b"one"}, events=[("fin", 1)], persisted={"p": b"kept"},
+    store.deliver("r", outputs={1: b"one"}, events=[FIN], persisted={"p": b"kept"},
                   persist_ttl_ms=60_000)
     assert store.fetch("r", [1, 2]) == [b"one", None]
     cursor, events = store.read_events("r", "0", timeout_s=1)
-    assert ("fin", 1) in events
+    assert events[0] == events[0]._make(events[0])  # typed events come back, created first
+    assert type(events[0]).__name__ == "RunCreated" and events[1:] == [FIN]
     assert store.read_events("r", cursor, timeout_s=0.05)[1] == []
     assert store.fetch_persisted(["p", "q"]) == [b"kept", None]
     assert store.missing_persisted(["p", "q"]) == {"q"}
@@ -63,7 +67,7 @@ def test_writes_after_delete_are_refused_and_leave_nothing(store: Store) -> None
     store.create_run("r", {}, ttl_s=60)
     store.delete_run("r")
     with pytest.raises(RunGoneError):
-        store.deliver("r", outputs={1: b"x"}, marks=[Mark(2, 1, 2)], events=[("fin", 1)])
+        store.deliver("r", outputs={1: b"x"}, marks=[Mark(2, 1, 2)], events=[FIN])
     with pytest.raises(RunGoneError):
         store.push_invocations("r", "q", [b"inv"])
     assert store.pop_invocation("q", timeout_s=0.05) is None
@@ -72,12 +76,12 @@ def test_writes_after_delete_are_refused_and_leave_nothing(store: Store) -> None
 def test_blocking_event_read_wakes_on_delivery(store: Store) -> None:
     store.create_run("r", {}, ttl_s=60)
     cursor, _ = store.read_events("r", "0", timeout_s=0.05)
-    timer = threading.Timer(0.2, lambda: store.deliver("r", events=[("fin", 5)]))
+    timer = threading.Timer(0.2, lambda: store.deliver("r", events=[FIN]))
     timer.start()
     start = time.monotonic()
     _, events = store.read_events("r", cursor, timeout_s=5)
     timer.join()
-    assert events == [("fin", 5)]
+    assert events == [FIN]
     assert time.monotonic() - start < 4
 
 
@@ -88,13 +92,33 @@ def test_invocation_queue(store: Store) -> None:
     assert store.pop_invocation("q", timeout_s=1) == b"b"
 
 
+def test_a_taken_invocation_is_held_until_the_next_pop_or_taken_back(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.push_invocations("r", "q", [b"a", b"b", b"c"])
+    assert store.pop_invocation("q", timeout_s=1, hold="held") == b"a"
+    assert store.pop_invocation("q", timeout_s=1, hold="held") == b"b"  # a's hold is gone
+    assert store.take_held("held") == [b"b"]  # what a watcher learns if the worker dies now
+    assert store.take_held("held") == []
+    assert store.pop_invocation("q", timeout_s=1, hold="held") == b"c"
+    assert store.pop_invocation("q", timeout_s=0.05, hold="held") is None
+    assert store.take_held("held") == []
+
+
+def test_a_run_is_alive_until_deleted(store: Store) -> None:
+    assert not store.run_alive("r")
+    store.create_run("r", {}, ttl_s=60)
+    assert store.run_alive("r")
+    store.delete_run("r")
+    assert not store.run_alive("r")
+
+
 def test_every_run_key_has_a_ttl_and_is_deleted(redis_url: str) -> None:
     store = RedisStore(redis_url)
     store.create_run("r", {0: b"s"}, ttl_s=30)
     client = store.client
     for name in keys.run_keys("r"):
         assert 0 < client.pttl(name) <= 30_000, name
-    store.deliver("r", outputs={1: b"v"}, marks=[Mark(2, 1, 2)], events=[("x",)])
+    store.deliver("r", outputs={1: b"v"}, marks=[Mark(2, 1, 2)], events=[FIN])
     store.delete_run("r")
     assert client.dbsize() == 0
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
+import traceback
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, cast, runtime_checkable
 
-from daskless.worker_runtime import serialization
+from daskless.worker_runtime import serialization, values
 from daskless.worker_runtime.protocol import Invocation, SubDAG
 from daskless.worker_runtime.store.base import Store
+from daskless.worker_runtime.values import registry
 
 
 class Invoker(Protocol):
@@ -31,10 +34,10 @@ class Invoker(Protocol):
 
 @runtime_checkable
 class ReleasesRuns(Protocol):
-    """An invoker whose workers keep run data in their own memory (see ``peer_memory``)."""
+    """An invoker whose workers keep run data in their own memory (see ``values``)."""
 
     def release_run(self, run_id: str) -> None:
-        """Tell every worker to drop what it keeps for ``run_id``; never blocks for long."""
+        """Have every worker call ``WorkerContext.release_run``; never blocks for long."""
         ...
 
 
@@ -53,7 +56,9 @@ class SpecCache:
                 self._specs.move_to_end(key)
                 return self._specs[key]
         data = inline if inline is not None else store.load_spec(run_id, partition)
-        spec = cast(SubDAG, serialization.loads(data))
+        # In-memory runs store a reference token instead of the pickled sub-DAG.
+        loaded = registry.get(data) if registry.is_reference(data) else serialization.loads(data)
+        spec = cast(SubDAG, loaded)
         with self._lock:
             self._specs[key] = spec
             while len(self._specs) > self._size:
@@ -65,29 +70,6 @@ class SpecCache:
         with self._lock:
             for key in [k for k in self._specs if k[0] == run_id]:
                 del self._specs[key]
-
-
-class Keepalive:
-    """The originals of small outputs this worker shipped, kept for its most recent runs.
-
-    Some objects act on the world when they are garbage collected: ``partd.File()`` deletes its
-    directory, which holds data that the copies other tasks received keep appending to. A worker
-    that dropped such an original as soon as its output was stored would destroy shared data
-    mid-run. Originals of small outputs are therefore kept until ``runs`` newer runs have come;
-    large outputs (array blocks) are not kept.
-    """
-
-    def __init__(self, runs: int = 8) -> None:
-        self._runs = runs
-        self._kept: OrderedDict[str, list[object]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def keep(self, run_id: str, value: object) -> None:
-        with self._lock:
-            self._kept.setdefault(run_id, []).append(value)
-            self._kept.move_to_end(run_id)
-            while len(self._kept) > self._runs:
-                self._kept.popitem(last=False)
 
 
 def worker_id_for(pid: int) -> str:
@@ -108,9 +90,26 @@ class WorkerContext:
     invoker: Invoker
     worker_id: str = field(default_factory=default_worker_id)
     specs: SpecCache = field(default_factory=SpecCache)
-    keepalive: Keepalive = field(default_factory=Keepalive)
     # Workers in other processes record the warnings tasks raise and send them to the client.
     forward_warnings: bool = False
+    # How the platform hears of a failure the store could not take (see ``worker.handle``);
+    # by default it goes to this worker's log (standard error).
+    on_undeliverable: Callable[[Invocation, BaseException], None] | None = None
+
+    def undeliverable(self, invocation: Invocation, exc: BaseException) -> None:
+        """An invocation failed and even its failure could not be written to the store."""
+        if self.on_undeliverable is not None:
+            self.on_undeliverable(invocation, exc)
+            return
+        print(f"daskless worker {self.worker_id}: invocation of run {invocation.run_id} "
+              f"partition {invocation.partition} failed and could not report it:",
+              file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+    def release_run(self, run_id: str) -> None:
+        """The run ended: drop its values and sub-DAGs kept in this process."""
+        values.release_run(run_id)
+        self.specs.forget(run_id)
 
 
 _current = threading.local()

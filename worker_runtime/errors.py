@@ -33,6 +33,14 @@ class WorkerLostError(DasklessError):
     """A worker died while it ran part of this run."""
 
 
+class PeerReadError(DasklessError):
+    """The platform refused to let one worker process read an output out of another's memory."""
+
+
+class RunStalledError(DasklessError):
+    """A run can no longer make progress: every invocation ended, requested tasks never ran."""
+
+
 class InvocationError(DasklessError):
     """An invocation could not be delivered or was malformed."""
 

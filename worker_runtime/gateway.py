@@ -47,9 +47,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from daskless.worker_runtime import auth, serialization
+from daskless.worker_runtime import auth
 from daskless.worker_runtime.context import worker_id_for
 from daskless.worker_runtime.errors import InvocationError, RunGoneError
+from daskless.worker_runtime.events import WorkerLost
 from daskless.worker_runtime.http_worker import (
     READY_LINE,
     WAIT_HEADER,
@@ -61,6 +62,7 @@ from daskless.worker_runtime.http_worker import (
 )
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.worker import failure_event
 
 GATEWAY_READY_LINE = "daskless-gateway-ready"
 INSTANCE_START_TIMEOUT_S = 60.0
@@ -185,20 +187,21 @@ class Gateway:
 
     async def _run(self, body: bytes, invocation: Invocation) -> None:
         queued = True
+        attempts = self.settings.retries + 1
         try:
-            for attempt in range(self.settings.retries + 1):
+            for attempt in range(1, attempts + 1):
                 instance = await self._acquire(queued)
                 queued = False
                 try:
                     await self._forward(instance, body)
                     return
                 except InstanceLost as exc:
-                    await self._lost(instance, invocation, str(exc))
+                    reason = await self._lost(instance, invocation, str(exc), attempt < attempts)
                 finally:
                     await self._release(instance)
-                if attempt == self.settings.retries:
-                    return
-        except InvocationError as exc:  # no instance could be started
+            raise InvocationError(f"the gateway gave up on the invocation of partition "
+                                  f"{invocation.partition} after {attempts} attempt(s): {reason}")
+        except InvocationError as exc:  # no instance could be started, refused, or gave up
             await asyncio.to_thread(self._fail_run, invocation, exc)
         finally:
             if queued:
@@ -301,11 +304,14 @@ class Gateway:
         except (aiohttp.ClientError, OSError) as exc:
             raise InstanceLost(f"{type(exc).__name__}: {exc}") from exc
         if resp.status >= 300:
-            # The instance refused it (it re-verifies): nothing ran, nothing to retry.
-            print(f"instance {instance.worker_id} refused an invocation: {resp.status} {text}",
-                  file=sys.stderr, flush=True)
+            # The instance refused it (it re-verifies): nothing ran, and a retry would be
+            # refused alike. The run must hear of it, or it would wait for this invocation.
+            raise InvocationError(f"instance {instance.worker_id} refused the invocation: "
+                                  f"HTTP {resp.status} {text[:300]}")
 
-    async def _lost(self, instance: Instance, invocation: Invocation, reason: str) -> None:
+    async def _lost(self, instance: Instance, invocation: Invocation, reason: str,
+                    retried: bool) -> str:
+        """Tell the run its worker died (``retried``: the invocation runs again); the reason."""
         self.counters["lost"] += 1
         # Not terminated at once: signalling polls the process, which would reap a process
         # that just died before asyncio's watcher sees its exit code.
@@ -316,12 +322,13 @@ class Gateway:
             await _stop(instance.proc)
             code = await instance.proc.wait()
         why = f"worker instance {instance.proc.pid} exited with code {code} ({reason})"
-        event = ("lost", instance.worker_id, why)
+        event = WorkerLost(instance.worker_id, why, invocation.partition, retried)
         with contextlib.suppress(RunGoneError):
             await asyncio.to_thread(self.store.deliver, invocation.run_id, events=[event])
+        return why
 
     def _fail_run(self, invocation: Invocation, exc: InvocationError) -> None:
-        event = ("err", -1, serialization.dumps(exc), str(exc), "gateway")
+        event = failure_event("gateway", invocation, exc)
         with contextlib.suppress(RunGoneError):
             self.store.deliver(invocation.run_id, events=[event])
 

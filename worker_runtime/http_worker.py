@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from daskless.worker_runtime import auth, serialization
+from daskless.worker_runtime import auth, hosting
 from daskless.worker_runtime.context import WorkerContext
 from daskless.worker_runtime.errors import (
     ConfigurationError,
@@ -54,16 +54,10 @@ from daskless.worker_runtime.errors import (
     RunGoneError,
     SignatureError,
 )
-from daskless.worker_runtime.heap import ImportFreezer
 from daskless.worker_runtime.invokers.http import HttpInvoker
-from daskless.worker_runtime.process_worker import (
-    _configure_nested_computes,
-    _die_with_parent,
-    _follow_parent,
-)
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.redis_store import RedisStore
-from daskless.worker_runtime.worker import handle
+from daskless.worker_runtime.worker import failure_event, handle
 
 READY_LINE = "daskless-http-worker-ready"
 WAIT_HEADER = "X-Daskless-Wait"
@@ -117,7 +111,7 @@ class HttpWorker:
         self._lock = threading.Lock()
         self.running = 0
         self.finished = 0
-        self.freezer = ImportFreezer()
+        self.gate = hosting.InvocationGate(freeze=hosting.tuning("freeze-worker-heap"))
         self.invoker: HttpInvoker | None = None
         self.context: WorkerContext | None = None
 
@@ -176,8 +170,8 @@ class HttpWorker:
     def _run(self, invocation: Invocation) -> None:
         assert self.context is not None, "bind() first"
         try:
-            handle(invocation, self.context)
-            self.freezer.after_invocation()
+            with self.gate.invocation():
+                handle(invocation, self.context)
         finally:
             with self._lock:
                 self.running -= 1
@@ -186,9 +180,8 @@ class HttpWorker:
     def _report_undelivered(self, invocation: Invocation, exc: InvocationError) -> None:
         """A fan-out that could not be delivered fails its run instead of stalling it."""
         worker = self.context.worker_id if self.context else "http-worker"
-        event = ("err", -1, serialization.dumps(exc), str(exc), worker)
         with contextlib.suppress(RunGoneError):
-            self.store.deliver(invocation.run_id, events=[event])
+            self.store.deliver(invocation.run_id, events=[failure_event(worker, invocation, exc)])
 
     def close(self) -> None:
         if self.invoker is not None:
@@ -245,7 +238,7 @@ async def start(worker: HttpWorker) -> tuple[web.AppRunner, int]:
 
 
 async def _serve(settings: WorkerSettings, stop: asyncio.Event) -> None:
-    _configure_nested_computes(settings.store, settings.settings)
+    hosting.configure_nested_computes(settings.store, settings.settings)
     worker = HttpWorker(settings)
     runner, port = await start(worker)
     print(f"{READY_LINE} {port}", flush=True)
@@ -300,9 +293,10 @@ def command(store: str | None, host: str, port: int, concurrency: int,
 
 def main() -> None:
     """A gateway instance: settings on standard input; exits when standard input closes."""
-    _die_with_parent()
+    hosting.die_with_parent()
+    hosting.line_buffered_output()
     settings = WorkerSettings.from_json(sys.stdin.readline())
-    _follow_parent()
+    hosting.follow_parent()
     try:
         run(settings)
     except Exception as exc:  # the gateway shows this text as the reason the start failed

@@ -13,8 +13,10 @@ the run is submitted, so nothing outlives a crashed client for longer than the T
 - ``events`` stream of event batches that the client reads with blocking XREAD.
 
 Persisted data lives apart under ``dl:data:<name>`` with its own TTL; worker pools own a
-``dl:pool:<pool_id>:queue`` list of pending invocations. Signatures of accepted invocations are
-remembered under ``dl:auth:seen:<signature>`` until they expire, to refuse replays.
+``dl:pool:<pool_id>:queue`` list of pending invocations and, per worker, a
+``dl:pool:<pool_id>:held:<n>`` list holding the invocation it runs (empty lists vanish). Signatures
+of accepted invocations are remembered under ``dl:auth:seen:<signature>`` until they expire, to
+refuse replays.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def data_key(name: str) -> str:
 def pool_queue(pool_id: str) -> str:
     """The list a warm worker pool takes its invocations from."""
     return f"{PREFIX}:pool:{pool_id}:queue"
+
+
+def pool_held(pool_id: str, worker: int) -> str:
+    """The list holding the invocation one worker of a pool is running (at most one)."""
+    return f"{PREFIX}:pool:{pool_id}:held:{worker}"
+
+
+def pool_pattern() -> str:
+    """A pattern matching every pool key (pool bookkeeping, not the state of any run)."""
+    return f"{PREFIX}:pool:*"
 
 
 METRICS_PREFIX = f"{PREFIX}:metrics"

@@ -429,9 +429,9 @@ class EmulatorThread:
 
 def _instance_main() -> None:
     """The loop of one instance: read an invocation, run the handler, write its outcome."""
-    from daskless.worker_runtime.process_worker import _die_with_parent
+    from daskless.worker_runtime.hosting import die_with_parent
 
-    _die_with_parent()
+    die_with_parent()
     settings = json.loads(sys.stdin.readline())
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # what tasks print must not mix with the replies

@@ -22,13 +22,13 @@ the same code (:func:`daskless.worker_runtime.worker.handle`); only its surround
   invocation by its request id, so when an instance dies mid-invocation (a task calls
   ``os._exit``, runs out of memory, segfaults), the platform's on-failure record names the same
   id. The function is its own on-failure destination (see ``deploy/aws/template.yaml``): given
-  such a record it checks the original envelope's signature and appends a ``start`` and a
-  ``lost`` event for that worker to the run, which the client turns into
-  :class:`~daskless.worker_runtime.errors.WorkerLostError` instead of waiting forever. The ``start``
-  covers invocations that failed before their worker could announce itself (refused as stale
-  after a long wait in the platform's queue, or dead during a cold start). A record's envelope
-  has been used once already and may be older than the replay window, so for records only the
-  signature itself is checked.
+  such a record it checks the original envelope's signature and appends a ``WorkerLost`` event
+  for that worker and partition to the run, which the client turns into
+  :class:`~daskless.worker_runtime.errors.WorkerLostError` instead of waiting forever, also for
+  invocations that failed before their worker could announce itself (refused as stale after a
+  long wait in the platform's queue, or dead during a cold start). A record's envelope has been
+  used once already and may be older than the replay window, so for records only the signature
+  itself is checked.
 """
 
 from __future__ import annotations
@@ -44,17 +44,17 @@ from typing import Any
 
 import dask.config
 
+from daskless.worker_runtime import hosting
 from daskless.worker_runtime.auth import (
     DEFAULT_MAX_AGE_S,
     RedisSeenSignatures,
     Signer,
     take_secret,
 )
-from daskless.worker_runtime.context import Keepalive, SpecCache, WorkerContext
+from daskless.worker_runtime.context import SpecCache, WorkerContext
 from daskless.worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
-from daskless.worker_runtime.heap import ImportFreezer
+from daskless.worker_runtime.events import WorkerLost
 from daskless.worker_runtime.invokers.aws_lambda import SCHEME, LambdaInvoker, LambdaSettings
-from daskless.worker_runtime.process_worker import _configure_nested_computes
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.redis_store import RedisStore
 from daskless.worker_runtime.worker import handle
@@ -80,9 +80,9 @@ class WarmState:
     record_signer: Signer
     invoker: LambdaInvoker
     specs: SpecCache
-    keepalive: Keepalive
     invocations: int = 0
-    freezer: ImportFreezer = field(default_factory=ImportFreezer)
+    gate: hosting.InvocationGate = field(
+        default_factory=lambda: hosting.InvocationGate(hosting.tuning("freeze-worker-heap")))
 
 
 _warm: WarmState | None = None
@@ -120,7 +120,7 @@ def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
     )
     signer = Signer(secret, max_age, seen=RedisSeenSignatures(store.client))
     # Computes nested in a task run on threads of this instance, against the same store.
-    _configure_nested_computes(url, {})
+    hosting.configure_nested_computes(url, {})
     return WarmState(
         function=function,
         store=store,
@@ -128,7 +128,6 @@ def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
         record_signer=Signer(secret, math.inf, seen=_EveryUseIsFirst()),
         invoker=LambdaInvoker(settings, signer, lazy=True),
         specs=SpecCache(),
-        keepalive=Keepalive(),
     )
 
 
@@ -149,11 +148,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         invoker=warm.invoker,
         worker_id=worker_id,
         specs=warm.specs,
-        keepalive=warm.keepalive,
         forward_warnings=True,
     )
-    handle(invocation, worker)
-    warm.freezer.after_invocation()
+    with warm.gate.invocation():
+        handle(invocation, worker)
     return {"run": invocation.run_id, "partition": invocation.partition,
             "worker": worker_id, "cold": cold, "pid": os.getpid()}
 
@@ -174,16 +172,14 @@ def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
     request = record["requestContext"]
     worker_id = f"{warm.function}:{request.get('requestId', '')}"
     reason = _failure_reason(record)
-    # The invocation may have failed before its worker said it started (it was refused as
-    # stale after waiting in the platform's queue, or its instance died while starting): its
-    # tasks then never ran and the run cannot finish. The record therefore stands for the
-    # start too, so that the client counts the worker as working for the run and fails it.
+    # Whether or not the invocation had started (it may have been refused as stale after
+    # waiting in the platform's queue, or died while starting), the platform will not run it
+    # again: the client hears of it either way.
     now = time.time()
-    events = [("start", worker_id, invocation.partition, len(invocation.entries), now),
-              ("lost", worker_id, reason)]
+    event = WorkerLost(worker_id, reason, invocation.partition, False)
     # A run that already ended has nobody waiting for this worker.
     with contextlib.suppress(RunGoneError):
-        warm.store.deliver(invocation.run_id, events=events)
+        warm.store.deliver(invocation.run_id, events=[event])
     return {"run": invocation.run_id, "lost": worker_id, "reason": reason, "t": now}
 
 

@@ -1,113 +1,97 @@
-"""The main program of a warm worker process: pop an invocation, run it, repeat.
+"""The main program of a warm worker process: take an invocation, run it, repeat.
 
-The pool starts ``python -m daskless.worker_runtime.process_worker`` as an independent program, like
-a function container: it does not import the client's ``__main__`` and shares nothing with the
-client but the store. Its settings (store URL, queue name, config) arrive as one JSON line on
-standard input, never as command-line arguments. Standard input then stays open: when it closes,
-the client is gone and the worker exits, so a killed client leaves nothing behind.
+The pool starts ``python -m daskless.worker_runtime.process_worker`` as an independent program,
+like a function container: it does not import the client's ``__main__`` and shares nothing with
+the client but the store. Its settings (store URL, queue, the list where it records the
+invocation it holds, its control pipe, dask settings) arrive as one JSON line on standard input,
+never as command-line arguments. Standard input then stays open for the pool's commands (see
+:mod:`.hosting`); when it closes, the client is gone and the worker exits.
+
+Channels to the pool:
+
+- **Standard output and error** are the client's own: what tasks print appears in the user's
+  terminal, line by line, as with dask's processes scheduler.
+- **The control pipe** (a file descriptor the pool passed) carries the pool's own protocol, one
+  line each: ``ready <pid> <probe address>`` once the worker serves; ``probed <pid> <result>``
+  after a ``probe`` command; ``failed <base64 pickle>`` for an invocation whose failure the
+  store could not take. Its end tells the pool the process has exited.
+- **The held list** in the store: an invocation is moved there atomically when it is taken
+  (``BLMOVE``) and cleared when it ends, so a pool that sees this worker die knows exactly
+  which invocation died with it, even one that had not yet reported its start.
 """
 
 from __future__ import annotations
 
-import importlib
+import base64
+import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
-from daskless.worker_runtime import peer_memory
+from daskless.worker_runtime import hosting, serialization
 from daskless.worker_runtime.context import WorkerContext
 from daskless.worker_runtime.errors import StoreUnavailableError
-from daskless.worker_runtime.heap import ImportFreezer
 from daskless.worker_runtime.invokers.queue import QueueInvoker
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.redis_store import RedisStore
-from daskless.worker_runtime.worker import handle
+from daskless.worker_runtime.values import peer
+from daskless.worker_runtime.worker import failure_event, handle
 
 IDLE_TIMEOUT_S = 30.0
-READY_LINE = "daskless-worker-ready"
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to stop this process when its parent dies (no-op elsewhere)."""
-    if sys.platform != "linux":
-        return
-    import ctypes
+def _report_to_pool(control: TextIO, worker_id: str) -> Any:
+    def report(invocation: Invocation, exc: BaseException) -> None:
+        event = failure_event(worker_id, invocation, exc)
+        payload = base64.b64encode(serialization.dumps((invocation.run_id, event))).decode()
+        control.write(f"failed {payload}\n")
+        control.flush()
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    return report
 
 
-def _follow_parent(context: WorkerContext | None = None) -> None:
-    """Act on the pool's commands on standard input, and exit when it closes."""
-
-    def watch() -> None:
-        for line in sys.stdin:
-            command, _, run_id = line.strip().partition(" ")
-            if command == peer_memory.RELEASE_COMMAND:
-                peer_memory.release(run_id)
-                if context is not None:
-                    context.specs.forget(run_id)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="daskless-parent-watch", daemon=True).start()
-
-
-def _nested_get(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-    """``scheduler="daskless"`` inside a task: the client package is loaded only then."""
-    return importlib.import_module("daskless").get(dsk, keys, **kwargs)
-
-
-def _configure_nested_computes(store_url: str, settings: Mapping[str, object]) -> None:
-    """A compute inside a task reuses this store with thread workers instead of a new pool.
-
-    The worker runtime does not depend on the client package; a task that names the
-    ``"daskless"`` scheduler gets it resolved by name when (and only if) it asks.
-    """
-    import dask.base
-
-    dask.config.set({"daskless.store": store_url, "daskless.invoker": "threads", **settings})
-    dask.base.named_schedulers.setdefault("daskless", _nested_get)
-
-
-def serve(store_url: str, queue: str, settings: Mapping[str, object]) -> None:
-    """Run invocations from ``queue`` forever."""
-    _configure_nested_computes(store_url, settings)
+def serve(config: Mapping[str, Any], control: TextIO) -> None:
+    """Run invocations from the pool's queue until standard input closes."""
+    store_url, queue, held = config["store"], config["queue"], config["held"]
+    hosting.configure_nested_computes(store_url, config.get("settings", {}))
     store = RedisStore(store_url)
     store.ping()
-    context = WorkerContext(
-        store=store, invoker=QueueInvoker(store, queue), forward_warnings=True
-    )
-    _follow_parent(context)
-    freezer = ImportFreezer()
-    print(READY_LINE, flush=True)
+    context = WorkerContext(store=store, invoker=QueueInvoker(store, queue),
+                            forward_warnings=True)
+    context.on_undeliverable = _report_to_pool(control, context.worker_id)
+    hosting.follow_parent(context.release_run, control)
+    gate = hosting.InvocationGate(freeze=hosting.tuning("freeze-worker-heap"))
+    control.write(f"ready {os.getpid()} {peer.probe_buffer()}\n")
+    control.flush()
     backoff = 0.0
     while True:
         try:
-            payload = store.pop_invocation(queue, IDLE_TIMEOUT_S)
+            payload = store.pop_invocation(queue, IDLE_TIMEOUT_S, hold=held)
         except StoreUnavailableError:
             # Like a container whose backing store went away: wait and retry, don't crash-loop.
             backoff = min(5.0, backoff * 2 or 0.1)
             time.sleep(backoff)
             continue
         backoff = 0.0
-        if payload is not None:
+        if payload is None:
+            continue
+        with gate.invocation():
             handle(Invocation.from_bytes(payload), context)
-            freezer.after_invocation()
+        with contextlib.suppress(StoreUnavailableError):  # the next pop clears it anyway
+            store.take_held(held)  # done: nothing to report if this process dies from here on
 
 
 def main() -> None:
-    _die_with_parent()
-    peer_memory.allow_readers()
+    hosting.die_with_parent()
+    hosting.line_buffered_output()
     config = json.loads(sys.stdin.readline())
-    serve(config["store"], config["queue"], config.get("settings", {}))
+    if config.get("settings", {}).get("daskless.tuning.peer-reads"):
+        peer.allow_readers()
+    with os.fdopen(int(config["control_fd"]), "w") as control:
+        serve(config, control)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A run is described once by the client as one :class:`SubDAG` per partition; tasks are numbered
 so that everything in the store is addressed by small integers. A worker receives an
 :class:`Invocation` (run id, partition, entry task ids, optionally the sub-DAG inline when it is
-small) and reports :class:`Event` batches back through the run's event stream.
+small) and reports events (:mod:`daskless.worker_runtime.events`) through the run's stream.
 """
 
 from __future__ import annotations
@@ -67,6 +67,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class TierChoice:
+    """Which value tier a run uses (see ``worker_runtime.values``), chosen once by the client.
+
+    ``kind`` is ``pickle``, ``reference``, ``files`` or ``peer``; the last two keep values of
+    ``threshold`` bytes or more out of the store, under ``folder`` on this machine.
+    """
+
+    kind: str = "pickle"
+    folder: str | None = None
+    threshold: int = 256 * 1024
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Run-wide switches every worker needs."""
 
@@ -74,11 +87,7 @@ class RunOptions:
     persist_ttl_ms: int = 0
     rerun_locally: bool = False
     event_interval_s: float = 0.02
-    by_reference: bool = False
-    blob_dir: str | None = None
-    blob_threshold: int = 256 * 1024
-    # Large outputs stay in their producer's memory and are read from there (peer_memory).
-    peer_reads: bool = False
+    tier: TierChoice = field(default_factory=TierChoice)
     # None: no metrics are recorded for the run.
     metrics: MetricsSettings | None = None
 
@@ -129,13 +138,3 @@ class Invocation:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise InvocationError(f"malformed invocation: {exc}") from exc
-
-
-# Events are plain tuples (cheap to build and pickle in bulk); the first item names the kind.
-# ("start", worker_id, partition, n_entries, t)   a worker began an invocation
-# ("done", worker_id, t)                           it ended the invocation
-# ("fin", task_id, t_start, t_end, worker_id)      a task finished
-# ("err", task_id, exc_bytes, traceback_text, worker_id)
-# ("warn", task_id, category, message, filename, lineno)   a task raised a warning
-# ("lost", worker_id, reason)                      the platform saw the worker die
-Event = tuple[Any, ...]

@@ -59,7 +59,8 @@ def stored_key_count(engine: daskless.Engine) -> int:
     """How many keys the engine's store holds (runs, persisted data, queues).
 
     Marks of used invocation signatures are not counted: they are not run state, and expire
-    on their own once a replay could no longer pass the age check. Metrics are kept after a
+    on their own once a replay could no longer pass the age check. Nor is a pool's bookkeeping
+    (the invocation a worker holds, cleared just after it ends). Metrics are kept after a
     run on purpose (with their own retention) and are not counted either.
     """
     (resources,) = engine._resources.values()
@@ -67,5 +68,6 @@ def stored_key_count(engine: daskless.Engine) -> int:
     if isinstance(store, MemoryStore):
         return store.key_count()
     client: redis.Redis = store.client  # type: ignore[attr-defined]
-    ignored = len(client.keys(keys.seen_signature("*"))) + len(client.keys(keys.metrics_pattern()))
+    ignored = sum(len(client.keys(pattern)) for pattern in (
+        keys.seen_signature("*"), keys.metrics_pattern(), keys.pool_pattern()))
     return int(client.dbsize()) - ignored

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from daskless.worker_runtime import peer_memory
 from daskless.worker_runtime.context import WorkerContext
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.base import Store
@@ -35,9 +34,12 @@ class ThreadInvoker:
                 self._pool.submit(handle, invocation, self._context)
 
     def release_run(self, run_id: str) -> None:
-        """Outputs kept for peer reads live in this process (see ``peer_memory``)."""
-        peer_memory.release(run_id)
-        self._context.specs.forget(run_id)
+        """What the workers keep for a run lives in this process (see ``values``)."""
+        self._context.release_run(run_id)
+
+    def peer_reads(self) -> bool:
+        """Thread workers share one process: a peer read is a lookup, always possible."""
+        return True
 
     def close(self) -> None:
         with self._lock:

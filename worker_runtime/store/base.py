@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from daskless.worker_runtime.protocol import Event
+from daskless.worker_runtime.events import Event
 
 
 class Mark(NamedTuple):
@@ -65,6 +65,10 @@ class Store(Protocol):
         """Block until events after ``cursor`` arrive or the timeout passes."""
         ...
 
+    def run_alive(self, run_id: str) -> bool:
+        """Whether the run's keys still exist (they go when it ends, is cancelled or expires)."""
+        ...
+
     def delete_run(self, run_id: str) -> None:
         """Remove every key of a run; cancels it for workers still running."""
         ...
@@ -85,8 +89,17 @@ class Store(Protocol):
         """Queue invocations for a worker pool, only while the run is alive."""
         ...
 
-    def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
-        """Block until an invocation is queued or the timeout passes."""
+    def pop_invocation(self, queue: str, timeout_s: float, hold: str | None = None
+                       ) -> bytes | None:
+        """Block until an invocation is queued or the timeout passes.
+
+        With ``hold``, the invocation is moved atomically into that list, which is emptied
+        first: whoever watches the worker can tell what it held if it dies (:meth:`take_held`).
+        """
+        ...
+
+    def take_held(self, hold: str) -> list[bytes]:
+        """Empty a worker's ``hold`` list and return what it held."""
         ...
 
     def add_metrics(self, run_id: str, records: Sequence[Any], retention_s: float) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daskless.worker_runtime.errors import RunGoneError
-from daskless.worker_runtime.protocol import Event
+from daskless.worker_runtime.events import Event, RunCreated
 from daskless.worker_runtime.store.base import Mark
 
 _ids = itertools.count()
@@ -52,7 +52,7 @@ class MemoryStore:
 
     def create_run(self, run_id: str, specs: Mapping[int, bytes], ttl_s: float) -> None:
         with self._changed:
-            self._runs[run_id] = _Run(specs=dict(specs))
+            self._runs[run_id] = _Run(specs=dict(specs), events=[RunCreated(time.time())])
 
     def _run(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
@@ -109,6 +109,10 @@ class MemoryStore:
                 run = self._run(run_id)
             return str(len(run.events)), run.events[start:]
 
+    def run_alive(self, run_id: str) -> bool:
+        with self._changed:
+            return run_id in self._runs
+
     def delete_run(self, run_id: str) -> None:
         with self._changed:
             self._runs.pop(run_id, None)
@@ -133,12 +137,24 @@ class MemoryStore:
             self._queues.setdefault(queue, deque()).extend(payloads)
             self._changed.notify_all()
 
-    def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
+    def pop_invocation(self, queue: str, timeout_s: float, hold: str | None = None
+                       ) -> bytes | None:
         with self._changed:
+            if hold is not None:
+                self._queues.pop(hold, None)
             pending = self._queues.setdefault(queue, deque())
             if not pending:
                 self._changed.wait_for(lambda: bool(pending), timeout_s)
-            return pending.popleft() if pending else None
+            if not pending:
+                return None
+            payload = pending.popleft()
+            if hold is not None:
+                self._queues[hold] = deque([payload])
+            return payload
+
+    def take_held(self, hold: str) -> list[bytes]:
+        with self._changed:
+            return list(self._queues.pop(hold, ()))
 
     def add_metrics(self, run_id: str, records: Sequence[Any], retention_s: float) -> None:
         # A JSON round trip gives records exactly the shape Redis readers see (lists, str keys).

@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from daskless.worker_runtime import keys
 from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
-from daskless.worker_runtime.protocol import Event
+from daskless.worker_runtime.events import Event, RunCreated, decode, encode, encode_all
 from daskless.worker_runtime.store import lua
 from daskless.worker_runtime.store.base import Mark
 
@@ -92,7 +92,7 @@ class RedisStore:
         # Placeholders let the hashes carry their TTL before any worker writes to them.
         pipe.hset(out, "_", b"")
         pipe.hset(fanin, "_", b"")
-        pipe.xadd(events, {"e": pickle.dumps([("created", time.time())])})
+        pipe.xadd(events, {"e": pickle.dumps([encode(RunCreated(time.time()))])})
         for key in (meta, spec, out, fanin, events):
             pipe.pexpire(key, ttl_ms)
         pipe.execute()
@@ -120,7 +120,7 @@ class RedisStore:
             len(persisted),
             max(persist_ttl_ms, 1),
             len(marks),
-            pickle.dumps(list(events)) if events else b"",
+            pickle.dumps(encode_all(events)) if events else b"",
         ]
         for task, value in outputs.items():
             args += (task, value)
@@ -151,8 +151,12 @@ class RedisStore:
         for _name, entries in reply or ():
             for entry_id, fields in entries:
                 cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                events.extend(pickle.loads(fields[b"e"]))
+                events.extend(decode(wire) for wire in pickle.loads(fields[b"e"]))
         return cursor, events
+
+    @_translating
+    def run_alive(self, run_id: str) -> bool:
+        return bool(self._client.exists(keys.run_key(run_id, "meta")))
 
     @_translating
     def delete_run(self, run_id: str) -> None:
@@ -184,9 +188,24 @@ class RedisStore:
             raise RunGoneError(f"run {run_id} is gone")
 
     @_translating
-    def pop_invocation(self, queue: str, timeout_s: float) -> bytes | None:
-        reply = self._client.blpop([queue], timeout=timeout_s)
-        return None if reply is None else cast(bytes, reply[1])
+    def pop_invocation(self, queue: str, timeout_s: float, hold: str | None = None
+                       ) -> bytes | None:
+        if hold is None:
+            reply = self._client.blpop([queue], timeout=timeout_s)
+            return None if reply is None else cast(bytes, reply[1])
+        # One round trip: forget what was held, then block until the next one is moved in.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(hold)
+        # Redis takes fractions of seconds here; the client's annotation says int.
+        pipe.blmove(queue, hold, timeout_s, "LEFT", "RIGHT")  # type: ignore[arg-type]
+        return cast("bytes | None", pipe.execute()[1])
+
+    @_translating
+    def take_held(self, hold: str) -> list[bytes]:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.lrange(hold, 0, -1)
+        pipe.delete(hold)
+        return cast("list[bytes]", pipe.execute()[0])
 
     @_translating
     def add_metrics(self, run_id: str, records: Sequence[Any], retention_s: float) -> None:

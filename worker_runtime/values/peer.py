@@ -7,20 +7,24 @@ reference: its process id, the pickle stream of the object with the array data l
 (pickle protocol 5), and the address and length of each out-of-band buffer. A reader copies the
 buffers with one ``process_vm_readv`` call into freshly allocated memory (large allocations get
 transparent huge pages) and unpickles around them: one copy, no file, nothing written by the
-producer.
+producer. A reader in the producing process itself gets the kept object, with no copy.
 
 Lifetime: an output is kept until its run is released (:func:`release`), which the client asks
 of every local worker when it deletes the run; a worker process that exits frees everything.
-A reader that finds the producer gone raises
-:class:`~daskless.worker_runtime.errors.WorkerLostError`.
 
-Linux only (``process_vm_readv``, same user, no ptrace restrictions between the workers);
-:func:`available` says whether this process can use it, checked once by reading its own memory.
+Whether it works is the platform's decision: Linux, the same user, no ptrace restriction between
+the processes (Yama's ``ptrace_scope`` 1 restricts reads to descendants unless the target calls
+``PR_SET_PTRACER``, see :func:`allow_readers`; container seccomp profiles may forbid the call
+outright). The process pool therefore probes it between two real sibling workers before any run
+uses it (:func:`probe_buffer`, :func:`probe`). A read that fails because the producer is gone
+raises :class:`~daskless.worker_runtime.errors.WorkerLostError`; one the kernel refuses raises
+:class:`~daskless.worker_runtime.errors.PeerReadError`, which says so.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import pickle
 import struct
@@ -30,17 +34,17 @@ from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any
 
-from daskless.worker_runtime.errors import WorkerLostError
+from daskless.worker_runtime.errors import PeerReadError, WorkerLostError
 
 MARKER = b"\x00daskless-peer:"
-RELEASE_COMMAND = "release"
-"""A pool writes ``release <run id>`` to a worker's standard input when a run ends."""
 _HEADER = struct.Struct("<3Q")  # pid, stream length, number of buffers
 _BUFFER = struct.Struct("<2Q")  # address, length
+PROBE_BYTES = b"daskless-peer-probe-0123456789ab"
 
 _kept: dict[str, dict[int, tuple[object, list[memoryview], bytes]]] = {}
 _here: dict[bytes, object] = {}  # reference -> value, for readers in the producing process
 _lock = threading.Lock()
+_probe = ctypes.create_string_buffer(PROBE_BYTES, len(PROBE_BYTES))
 
 
 class _IoVec(ctypes.Structure):
@@ -96,7 +100,7 @@ def load(data: bytes, key: Hashable) -> object:
         offset += _BUFFER.size
         target = np.empty(length, dtype=np.uint8)
         if length:
-            _read(pid, address, target, key)
+            _read(pid, address, target.ctypes.data, length, key)
         buffers.append(target)
     return pickle.loads(data[offset:offset + stream_len], buffers=buffers)
 
@@ -114,23 +118,51 @@ def kept_runs() -> list[str]:
 
 
 def allow_readers() -> None:
-    """Let sibling processes read this one where Yama restricts ptrace to descendants."""
+    """Let sibling processes read this one where Yama restricts ptrace to descendants.
+
+    This widens who may attach to the process to every process of the same user, which is why
+    worker processes call it only when ``daskless.tuning.peer-reads`` is on.
+    """
     if sys.platform.startswith("linux"):
         # PR_SET_PTRACER, PR_SET_PTRACER_ANY; fails harmlessly where Yama is not built in.
         _libc().prctl(0x59616D61, ctypes.c_ulong(2**64 - 1), 0, 0, 0)
 
 
-def _read(pid: int, address: int, target: Any, key: Hashable) -> None:
-    length = int(target.nbytes)
-    local = _IoVec(target.ctypes.data, length)
+def probe_buffer() -> int:
+    """The address of this process's probe bytes, for a sibling to read (see :func:`probe`)."""
+    return ctypes.addressof(_probe)
+
+
+def probe(pid: int, address: int) -> str | None:
+    """Read another process's probe bytes; ``None`` if that works, else why it does not."""
+    if not sys.platform.startswith("linux"):
+        return f"{sys.platform} has no process_vm_readv"
+    target = ctypes.create_string_buffer(len(PROBE_BYTES))
+    try:
+        _read(pid, address, ctypes.addressof(target), len(PROBE_BYTES), "the probe")
+    except (PeerReadError, WorkerLostError, OSError, AttributeError) as exc:
+        return str(exc)
+    if target.raw != PROBE_BYTES:
+        return f"process {pid} returned other bytes than its probe"
+    return None
+
+
+def _read(pid: int, address: int, into: int, length: int, key: Hashable) -> None:
+    local = _IoVec(into, length)
     remote = _IoVec(address, length)
     done = _libc().process_vm_readv(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-    if done != length:
-        errno = ctypes.get_errno()
-        raise WorkerLostError(
-            f"the worker process {pid} that holds the output of {key!r} is gone "
-            f"({os.strerror(errno) if errno else f'read {done} of {length} bytes'})"
+    if done == length:
+        return
+    code = ctypes.get_errno() if done < 0 else 0
+    why = os.strerror(code) if code else f"read {done} of {length} bytes"
+    if code in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+        raise PeerReadError(
+            f"reading the output of {key!r} out of worker process {pid} was refused ({why}): "
+            "this platform forbids process_vm_readv between worker processes; set "
+            "daskless.tuning.peer-reads to false"
         )
+    raise WorkerLostError(f"the worker process {pid} that holds the output of {key!r} is gone "
+                          f"({why})")
 
 
 @lru_cache(maxsize=1)
@@ -142,20 +174,3 @@ def _libc() -> Any:
     ]
     libc.process_vm_readv.restype = ctypes.c_ssize_t
     return libc
-
-
-@lru_cache(maxsize=1)
-def available() -> bool:
-    """Whether this platform lets local processes read each other's outputs this way."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        probe = ctypes.create_string_buffer(b"daskless", 8)
-        target = ctypes.create_string_buffer(8)
-        local = _IoVec(ctypes.addressof(target), 8)
-        remote = _IoVec(ctypes.addressof(probe), 8)
-        done = _libc().process_vm_readv(os.getpid(), ctypes.byref(local), 1,
-                                        ctypes.byref(remote), 1, 0)
-    except (OSError, AttributeError):
-        return False
-    return bool(done == 8 and target.raw == probe.raw)

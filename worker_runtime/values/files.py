@@ -1,11 +1,11 @@
-"""Large outputs as files in a directory every worker of one machine shares.
+"""The tiers of one machine: large values as shared-memory files, or read out of peer memory.
 
 Redis is the coordination store; it is a poor bulk data path (a single large value costs far
 more to write than to copy in memory). When all workers run on the client's machine (thread or
-process pools), outputs above a size threshold are written to a run directory, preferably in
-shared memory (``/dev/shm``), and the store keeps only a small reference to them. Marks, events
-and invocations still go through the store, so the protocol is unchanged: only where the bytes
-of a large output live differs. Deleting a run deletes its directory.
+process pools), values whose pickle is at least ``threshold`` bytes are written to a run folder,
+preferably in shared memory (``/dev/shm``), and the store keeps only a small reference to them.
+Marks, events and invocations still go through the store, so the protocol is unchanged: only
+where the bytes of a large value live differs. Releasing a run deletes its folder.
 
 Files hold a pickle (protocol 5) with its buffers out of band: array data is written once,
 straight from the array, and readers map the file copy-on-write, so arrays come back without
@@ -13,6 +13,10 @@ being copied (and stay writable; a write copies only the touched pages).
 
 File layout: ``MAGIC``, then little-endian u64 counts and lengths: the number of buffers, the
 length of the pickle stream and of each buffer, followed by the stream and the buffers.
+
+:class:`PeerTier` goes one step further where processes may read each other's memory (see
+:mod:`.peer`): a large value whose pickle stream is small (array data out of band) is not
+written anywhere; its producer keeps it and readers copy the buffers out of its memory.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import tempfile
 import threading
 from collections.abc import Hashable
 
-from daskless.worker_runtime import peer_memory, serialization
-from daskless.worker_runtime.protocol import RunOptions
+from daskless.worker_runtime import serialization
+from daskless.worker_runtime.values import peer, registry
 
 MARKER = b"\x00daskless-blob:"
 MAGIC = b"DLB1"
@@ -39,21 +43,15 @@ def shared_memory_dir() -> str:
     return tempfile.mkdtemp(prefix="daskless-blobs-", dir=base)
 
 
-def is_reference(data: bytes) -> bool:
-    """Whether stored bytes only point at data kept elsewhere on this machine."""
-    return data.startswith(MARKER) or peer_memory.is_reference(data)
+class SharedFileTier:
+    """Pickles in the store, large values in files under ``root/run_id``."""
 
-
-class LocalBlobs:
-    """Files under ``root``/``run_id``; see the module docstring."""
-
-    def __init__(self, root: str, threshold: int, peer_reads: bool = False) -> None:
+    def __init__(self, root: str, threshold: int) -> None:
         self.root = root
         self.threshold = threshold
-        self.peer_reads = peer_reads
 
-    def dumps(self, run_id: str, task_id: int, key: Hashable, value: object) -> bytes:
-        """A reference to a file holding ``value`` if it is large, else its usual bytes."""
+    def dump(self, run_id: str, task_id: int, key: Hashable, value: object,
+             result: bool = False) -> bytes:
         stream, buffers = serialization.dumps_out_of_band(key, value)
         views = [b.raw() for b in buffers]
         size = len(stream) + sum(v.nbytes for v in views)
@@ -62,12 +60,17 @@ class LocalBlobs:
         serialization.check_size(key, size)
         if size < self.threshold:
             # Without out-of-band buffers the stream already is the ordinary pickle.
-            return stream if not views else serialization.dumps_output(key, value)
-        if self.peer_reads and len(stream) < self.threshold:
-            return peer_memory.share(run_id, task_id, value, stream, buffers)
+            data = stream if not views else serialization.dumps_output(key, value)
+            self.keep(run_id, value, len(data))
+            return data
+        return self._dump_large(run_id, task_id, value, stream, buffers)
+
+    def _dump_large(self, run_id: str, task_id: int, value: object, stream: bytes,
+                    buffers: list[pickle.PickleBuffer]) -> bytes:
         folder = os.path.join(self.root, run_id)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, str(task_id))
+        views = [b.raw() for b in buffers]
         header = struct.pack(f"<{len(views) + 2}Q", len(views), len(stream),
                              *(v.nbytes for v in views))
         with open(path, "wb") as f:
@@ -77,10 +80,7 @@ class LocalBlobs:
                 f.write(view)
         return MARKER + path.encode()
 
-    def loads(self, data: bytes) -> object:
-        """The value stored bytes stand for (inline bytes or a file reference)."""
-        if peer_memory.is_reference(data):
-            return peer_memory.load(data, "an input")
+    def load(self, data: bytes, key: Hashable) -> object:
         if not data.startswith(MARKER):
             return serialization.loads(data)
         path = self._checked(data[len(MARKER):].decode())
@@ -105,21 +105,31 @@ class LocalBlobs:
             raise ValueError(f"blob reference outside {self.root}: {path}")
         return path
 
-    def delete_run(self, run_id: str, wait: bool = True) -> None:
-        """Remove a run's files; without ``wait`` in the background (freeing hundreds of MB
-        of shared memory takes a while, and nobody needs to wait for it)."""
+    def keep(self, run_id: str, value: object, nbytes: int) -> None:
+        registry.ORIGINALS.keep(run_id, value, nbytes)
+
+    def release_run(self, run_id: str) -> None:
+        """Drop what this process keeps and remove the run's files, in the background:
+        freeing hundreds of MB of shared memory takes a while, and nobody waits for it."""
+        registry.release_run(run_id)
         folder = os.path.join(self.root, run_id)
-        if wait:
-            shutil.rmtree(folder, ignore_errors=True)
-            return
-        threading.Thread(
-            target=shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
-            name="daskless-blob-cleanup", daemon=True,
-        ).start()
+        if os.path.isdir(folder):
+            threading.Thread(
+                target=shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
+                name="daskless-blob-cleanup", daemon=True,
+            ).start()
 
 
-def open_blobs(options: RunOptions) -> LocalBlobs | None:
-    """The blob tier a run's options describe, if any."""
-    if not options.blob_dir:
-        return None
-    return LocalBlobs(options.blob_dir, options.blob_threshold, options.peer_reads)
+class PeerTier(SharedFileTier):
+    """As :class:`SharedFileTier`, but large arrays stay in their producer's memory."""
+
+    def _dump_large(self, run_id: str, task_id: int, value: object, stream: bytes,
+                    buffers: list[pickle.PickleBuffer]) -> bytes:
+        if len(stream) < self.threshold:
+            return peer.share(run_id, task_id, value, stream, buffers)
+        return super()._dump_large(run_id, task_id, value, stream, buffers)
+
+    def load(self, data: bytes, key: Hashable) -> object:
+        if peer.is_reference(data):
+            return peer.load(data, key)
+        return super().load(data, key)

@@ -1,0 +1,224 @@
+"""No silent hangs: every way an invocation can fail reaches the client as a named error, fast.
+
+Each case is caused for real, with real worker processes and a real redis-server: a module that
+exists only on the client, a store that refuses writes, worker processes and gateway instances
+killed (``SIGKILL``, through the test-only kill points of ``worker_runtime.faults``) after they
+took an invocation but before they reported it, a run whose keys vanish mid-run, an invocation
+that is dropped. Each must end within 10 s on these local backends, naming what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from operator import add
+from pathlib import Path
+from typing import Any
+
+import dask
+import pytest
+import redis
+from dask import delayed
+
+import daskless
+from daskless.backends import Resources
+from daskless.config import Backend
+from daskless.exceptions import (
+    InvocationError,
+    RunGoneError,
+    RunStalledError,
+    WorkerLostError,
+)
+from daskless.worker_runtime import faults, keys
+from daskless.worker_runtime.invokers.threads import ThreadInvoker
+from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.redis_server import RedisServer, free_port
+from daskless.worker_runtime.store.memory import MemoryStore
+from tests.http_servers import SECRET, serving
+from tests.test_gateway import gateway
+
+BOUND_S = 10.0
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def slow_inc(x: int) -> int:
+    time.sleep(0.3)
+    return x + 1
+
+
+def block(_: Any) -> bytes:
+    return b"x" * 200_000  # under the blob threshold: it goes through Redis
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    elapsed = time.monotonic() - start
+    assert elapsed < seconds, f"took {elapsed:.1f} s"
+
+
+@pytest.fixture
+def pool(redis_url: str) -> Iterator[daskless.Engine]:
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine:
+        assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2  # workers are up
+        yield engine
+
+
+@pytest.fixture
+def client_only_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], Any]:
+    """Makes a module the client can import and workers started before cannot."""
+
+    def make() -> Any:
+        name = f"client_only_{uuid.uuid4().hex[:8]}"
+        (tmp_path / f"{name}.py").write_text("def shout(x):\n    return str(x).upper()\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        return __import__(name)
+
+    return make
+
+
+def graph_with_one_missing_task(module: Any) -> Any:
+    """64 tasks any worker can run, and one that needs the client-only module."""
+    parts = [delayed(inc)(i) for i in range(64)]
+    return delayed(module.shout)(delayed(sum)(parts))
+
+
+def test_a_module_missing_where_workers_run_names_worker_and_module(
+        pool: daskless.Engine, client_only_module: Callable[[], Any]) -> None:
+    module = client_only_module()
+    with within(BOUND_S), pytest.raises(InvocationError) as info:
+        dask.compute(graph_with_one_missing_task(module), scheduler=pool.get)
+    message = str(info.value)
+    assert "ModuleNotFoundError" in message and module.__name__ in message
+    assert "installed where workers run" in message and "worker " in message
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    assert pool.get({"x": 1, "y": (inc, "x")}, "y") == 2  # the pool is fine afterwards
+
+
+def test_a_module_missing_on_gateway_instances_names_it_too(
+        redis_url: str, client_only_module: Callable[[], Any]) -> None:
+    server = gateway(redis_url, max_instances=2)
+    with serving(server) as url, dask.config.set({"daskless.auth.secret": SECRET}), \
+            daskless.Engine(store=redis_url, invoker=url, workers=2) as engine:
+        warm = [delayed(inc)(i) for i in range(8)]  # both instances start
+        assert dask.compute(delayed(sum)(warm), scheduler=engine.get)[0] == 36
+        module = client_only_module()
+        with within(BOUND_S), pytest.raises(InvocationError, match="ModuleNotFoundError"):
+            dask.compute(graph_with_one_missing_task(module), scheduler=engine.get)
+
+
+def test_a_store_that_refuses_writes_names_the_worker_and_cause() -> None:
+    with RedisServer(port=free_port()) as server, \
+            daskless.Engine(store=server.url, invoker="processes", workers=2) as engine:
+        assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2
+        client = redis.Redis.from_url(server.url)
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used + 2_000_000)  # the run's outputs will not fit
+        client.config_set("maxmemory-policy", "noeviction")
+        outputs = [delayed(block)(i) for i in range(40)]
+        with within(BOUND_S), pytest.raises(InvocationError, match="OOM") as info:
+            dask.compute(delayed(len)(outputs), scheduler=engine.get)
+        assert "worker " in str(info.value)
+        client.config_set("maxmemory", 0)
+        assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2
+        client.close()
+
+
+def test_a_worker_killed_before_it_reports_its_start_fails_the_run_fast(
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in faults.arm(["before-start"], str(tmp_path / "kills")).items():
+        monkeypatch.setenv(name, value)
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine, \
+            within(BOUND_S), pytest.raises(WorkerLostError, match="before it started"):
+        engine.get({"x": 1, "y": (inc, "x")}, "y")
+
+
+@pytest.mark.parametrize("deaths", [1, 2])
+def test_gateway_instances_dying_before_their_start_are_retried_then_reported(
+        redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deaths: int) -> None:
+    """The gateway retries an invocation once on another instance: one death is survived, a
+    second one (the retry died too) fails the run with a named error instead of a hang."""
+    for name, value in faults.arm(["before-start"], str(tmp_path / "kills"), deaths).items():
+        monkeypatch.setenv(name, value)
+    server = gateway(redis_url, max_instances=2)
+    with serving(server) as url, dask.config.set({"daskless.auth.secret": SECRET}), \
+            daskless.Engine(store=redis_url, invoker=url, workers=2) as engine, \
+            within(BOUND_S + 5):  # instances start cold, twice
+        if deaths == 1:
+            assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2
+        else:
+            with pytest.raises(WorkerLostError, match="before it started"):
+                engine.get({"x": 1, "y": (inc, "x")}, "y")
+    assert server.counters["lost"] == deaths
+
+
+def test_a_run_whose_keys_vanish_mid_run_is_a_named_error(
+        pool: daskless.Engine, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+
+    def delete_runs() -> None:  # another client (or an operator) deletes the run's keys
+        for key in client.scan_iter(keys.run_key("*", "meta")):
+            client.delete(key)
+
+    work = [delayed(slow_inc)(i) for i in range(20)]
+    timer = threading.Timer(0.6, delete_runs)
+    timer.start()
+    with within(BOUND_S), pytest.raises(RunGoneError, match="are gone from the store"):
+        dask.compute(delayed(sum)(work), scheduler=pool.get)
+    timer.join()
+    client.close()
+
+
+class LossyThreads(ThreadInvoker):
+    """Thread workers on a platform that loses the work of fan-out invocations: it drops
+    them (``drop``) or runs them without their entry tasks."""
+
+    def __init__(self, store: MemoryStore, workers: int, drop: bool) -> None:
+        super().__init__(store, workers)
+        self.drop = drop
+
+    def invoke(self, invocations: Sequence[Invocation]) -> None:
+        if threading.current_thread().name.startswith("daskless-worker"):  # a fan-out
+            if self.drop:
+                return
+            invocations = [dataclasses.replace(i, entries=()) for i in invocations]
+        super().invoke(invocations)
+
+
+def fan_out(n: int) -> Any:
+    """One task feeding ``n`` that one task sums: the first worker must invoke others."""
+    source = delayed(inc)(0)
+    return delayed(sum)([delayed(add)(source, i) for i in range(n)])
+
+
+@contextlib.contextmanager
+def lossy_engine(drop: bool) -> Iterator[daskless.Engine]:
+    engine, store = daskless.Engine(), MemoryStore()
+    invoker = LossyThreads(store, 2, drop)
+    engine._resources[Backend.from_config()] = Resources(store, invoker, 2, [invoker.close])
+    with dask.config.set({"daskless.partitions-per-worker": 4}):
+        yield engine
+    engine.close()
+
+
+def test_lost_work_stalls_into_a_named_error() -> None:
+    """Every invocation ran and ended, yet requested tasks never will: the run says so."""
+    with lossy_engine(drop=False) as engine, within(BOUND_S), \
+            pytest.raises(RunStalledError, match="can no longer make progress"):
+        dask.compute(fan_out(64), scheduler=engine.get)
+
+
+def test_invocations_nobody_takes_over_fail_after_the_start_timeout() -> None:
+    """A dropped invocation looks like one still queued: the start timeout tells them apart."""
+    with lossy_engine(drop=True) as engine, within(BOUND_S), \
+            dask.config.set({"daskless.start-timeout": 2}), \
+            pytest.raises(InvocationError, match="not taken over by any worker within 2 s"):
+        dask.compute(fan_out(64), scheduler=engine.get)
