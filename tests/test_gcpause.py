@@ -50,3 +50,12 @@ def test_overlapping_pauses_restore_once_the_last_ends() -> None:
     release.set()
     thread.join()
     assert gc.isenabled()
+
+
+def test_the_pause_is_a_setting_that_can_be_turned_off() -> None:
+    seen: list[bool] = []
+    callback = dask.callbacks.Callback(pretask=lambda *a: seen.append(gc.isenabled()))
+    with daskless.Engine(store="memory", invoker="threads", workers=2) as engine, callback, \
+            dask.config.set({"daskless.tuning.gc-pause": False}):
+        assert dask.compute(delayed(sum)([1, 2, 3]), scheduler=engine.get) == (6,)
+    assert seen and all(seen)
