@@ -42,7 +42,7 @@ def huge(_: Any) -> bytes:
 
 def run_state_keys(client: redis.Redis) -> int:
     """Keys that hold run state; runs' metrics are kept on purpose and not counted."""
-    return int(client.dbsize()) - len(client.keys(keys.metrics_pattern()))
+    return int(client.dbsize()) - len(client.keys(f"{keys.METRICS_PREFIX}:*"))
 
 
 def tree(n: int) -> Any:
