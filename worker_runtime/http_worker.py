@@ -62,6 +62,7 @@ from daskless.worker_runtime.process_worker import (
     _follow_parent,
 )
 from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store import urls
 from daskless.worker_runtime.store.redis_store import RedisStore
 from daskless.worker_runtime.worker import handle
 
@@ -273,11 +274,12 @@ def store_url(given: str | None, what: str) -> str:
     """The Redis URL a serving program uses: ``--store``, else ``daskless.store``."""
     import dask.config
 
-    url = given or str(dask.config.get("daskless.store", ""))
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    url = given or str(dask.config.get("daskless.store"))
+    if not urls.is_redis_url(url):
         raise ConfigurationError(
             f"{what} needs the Redis its clients use: give --store or set "
-            f"DASK_DASKLESS__STORE to a redis://, rediss:// or unix:// URL (not {url!r})"
+            f"DASK_DASKLESS__STORE to a URL starting with {urls.listed(urls.SCHEMES)} "
+            f"(not {urls.masked(url)!r})"
         )
     return url
 
