@@ -78,7 +78,7 @@ class WorkerSettings:
     store: str
     secret: str | None = None
     insecure: bool = False
-    max_age_s: float = auth.DEFAULT_MAX_AGE_S
+    max_age_s: float | None = None  # None: daskless.auth.max-age
     concurrency: int = 1
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     host: str = "127.0.0.1"
@@ -292,8 +292,8 @@ def command(store: str | None, host: str, port: int, concurrency: int,
     settings = WorkerSettings(
         store=store_url(store, "daskless worker"),
         secret=auth.take_secret(),
-        insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
-        max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),
+        insecure=insecure or bool(dask.config.get("daskless.auth.insecure")),
+        max_age_s=float(dask.config.get("daskless.auth.max-age")),
         concurrency=concurrency, host=host, port=port, invoke_url=invoke_url,
     )
     run(settings)

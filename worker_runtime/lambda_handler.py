@@ -44,12 +44,7 @@ from typing import Any
 
 import dask.config
 
-from daskless.worker_runtime.auth import (
-    DEFAULT_MAX_AGE_S,
-    RedisSeenSignatures,
-    Signer,
-    take_secret,
-)
+from daskless.worker_runtime.auth import RedisSeenSignatures, Signer, take_secret
 from daskless.worker_runtime.context import Keepalive, SpecCache, WorkerContext
 from daskless.worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
 from daskless.worker_runtime.heap import ImportFreezer
@@ -119,11 +114,8 @@ def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
     url = store_url(environ)
     store = RedisStore(url)
     store.ping()
-    max_age = float(dask.config.get("daskless.auth.max-age", None) or DEFAULT_MAX_AGE_S)
-    settings = LambdaSettings.from_config(
-        SCHEME + function, dask.config.get("daskless.lambda", None)
-    )
-    signer = Signer(secret, max_age, seen=RedisSeenSignatures(store.client))
+    settings = LambdaSettings.from_config(SCHEME + function, dask.config.get("daskless.lambda"))
+    signer = Signer(secret, seen=RedisSeenSignatures(store.client))  # daskless.auth.max-age
     # Computes nested in a task run on threads of this instance, against the same store.
     _configure_nested_computes(url, {})
     return WarmState(
