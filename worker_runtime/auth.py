@@ -222,9 +222,10 @@ def take_secret() -> str | None:
 
 
 def _forget_in_dask_config() -> None:
+    # Back to the shipped null rather than removed: readers take the key as always there.
     auth = dask.config.config.get("daskless", {}).get("auth")
-    if isinstance(auth, dict):
-        auth.pop("secret", None)
+    if isinstance(auth, dict) and "secret" in auth:
+        auth["secret"] = None
 
 
 def require_secret(secret: str | None, insecure: bool, what: str) -> str | None:
