@@ -108,7 +108,7 @@ class InvokerChoice(Choice[InvokerConstructor]):
         private = " (the 'embedded' store is private to this process)" \
             if store.name == "embedded" else ""
         raise ConfigurationError(
-            f"daskless.invoker={invoker!r} needs {self.needs}: set daskless.store to "
+            f"daskless.invoker={urls.masked(invoker)!r} needs {self.needs}: set daskless.store to "
             f"{STORES.describe(self.stores)}, not {store.shown(setting)}{private}"
         )
 
@@ -128,7 +128,9 @@ class Registry(Generic[C]):
         for choice in self.choices:
             if choice.matches(value):
                 return choice
-        raise ConfigurationError(f"{self.setting} must be {self.describe()}, not {value!r}")
+        raise ConfigurationError(
+            f"{self.setting} must be {self.describe()}, not {urls.masked(value)!r}"
+        )
 
     def describe(self, names: Iterable[str] | None = None) -> str:
         """``'a', 'b' or a URL starting with x:// or y://``: the choices, or those ``names``."""

@@ -57,6 +57,12 @@ def test_errors_list_exactly_the_registered_choices() -> None:
     assert backends.STORES.names() == ["embedded", "memory", *urls.SCHEMES]
 
 
+def test_an_unknown_url_is_named_without_its_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        backends.STORES.lookup("redis+sentinel://:hunter2@host:26379/0")
+    assert "hunter2" not in str(info.value) and ":***@" in str(info.value)
+
+
 def test_a_registry_finds_names_exactly_and_schemes_as_prefixes() -> None:
     assert backends.STORES.lookup("memory").name == "memory"
     assert backends.STORES.lookup("rediss://:pw@host:6380/0").name == "rediss://"
