@@ -204,8 +204,8 @@ def _http(setting: str, store: Store, workers: int, on_lost: LostCallback) -> St
     secret = config.get("auth.secret")
     if not secret and not config.get("auth.insecure"):
         raise ConfigurationError(
-            f"daskless.invoker={setting!r} needs daskless.auth.secret (environment variable "
-            f"DASK_DASKLESS__AUTH__SECRET), the secret its workers have; or set "
+            f"daskless.invoker={urls.masked(setting)!r} needs daskless.auth.secret (environment "
+            f"variable DASK_DASKLESS__AUTH__SECRET), the secret its workers have; or set "
             f"daskless.auth.insecure=True for workers started with --insecure"
         )
     return HttpInvoker(setting, Signer(str(secret)) if secret else None)
@@ -219,8 +219,8 @@ def _lambda(setting: str, store: Store, workers: int, on_lost: LostCallback) -> 
     secret = config.get("auth.secret")
     if not secret:
         raise ConfigurationError(
-            f"daskless.invoker={setting!r} needs daskless.auth.secret (environment variable "
-            f"DASK_DASKLESS__AUTH__SECRET), the same secret the function has"
+            f"daskless.invoker={urls.masked(setting)!r} needs daskless.auth.secret (environment "
+            f"variable DASK_DASKLESS__AUTH__SECRET), the same secret the function has"
         )
     settings = LambdaSettings.from_config(setting, config.section("lambda"))
     return LambdaInvoker(settings, Signer(str(secret)))
