@@ -7,17 +7,24 @@ import os
 import sys
 from typing import Any
 
-import dask.config
-
 import daskless
+from daskless import config
+
+DESCRIPTION = (
+    "Run Dask graphs as decentralized sub-DAGs on serverless-style workers that coordinate "
+    "only through Redis. Configuration: dask.config keys daskless.* (environment variables "
+    "DASK_DASKLESS__...); 'daskless info' shows the settings in use."
+)
 
 
 def _info(_: argparse.Namespace) -> int:
     from daskless.worker_runtime.redis_server import RedisServerNotFound, find_redis_server
 
     print(f"daskless {daskless.__version__}")
-    for name in ("store", "invoker", "workers"):
-        print(f"  daskless.{name} = {dask.config.get(f'daskless.{name}')!r}")
+    for name in ("store", "invoker"):
+        print(f"  daskless.{name} = {config.get(name)!r}")
+    workers, source = config.pool_size()
+    print(f"  daskless.workers = {workers} ({source})")
     try:
         print(f"  redis-server: {find_redis_server()}")
     except RedisServerNotFound as exc:
@@ -72,7 +79,7 @@ def _add_serving_commands(commands: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="daskless", description=daskless.__doc__)
+    parser = argparse.ArgumentParser(prog="daskless", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="show configuration and the redis-server in use")
     commands.add_parser("demo", help="run the demo computation")

@@ -1,7 +1,11 @@
 """Configuration under ``daskless.*`` in ``dask.config``.
 
 Defaults ship in ``daskless.yaml`` next to this module and are merged *under* whatever the user
-set (``dask.config.set``, YAML files, ``DASK_DASKLESS__...`` environment variables).
+set (``dask.config.set``, YAML files, ``DASK_DASKLESS__...`` environment variables). That file is
+the only place a default is written: code reads a key without a fallback of its own, and a key
+that is ``null`` there means "none" or "decide at run time" (as its comment says). Importing
+any part of the ``daskless`` namespace, ``daskless.worker_runtime`` in a worker included, runs
+``daskless/__init__.py``, which loads the defaults, so every process that reads a key has them.
 """
 
 from __future__ import annotations
@@ -15,17 +19,53 @@ import dask.config
 import yaml
 
 _DEFAULTS = pathlib.Path(__file__).with_name("daskless.yaml")
+_shipped: dict[str, Any] = {}
+"""The parsed ``daskless.yaml``, for keys left out of a section that a user replaced."""
 
 
 def load_defaults() -> None:
     """Register the shipped defaults with dask's configuration."""
     with _DEFAULTS.open() as f:
-        dask.config.update_defaults(yaml.safe_load(f))
+        shipped = yaml.safe_load(f)
+    _shipped.clear()
+    _shipped.update(shipped)
+    dask.config.update_defaults(shipped)
 
 
 def get(name: str) -> Any:
-    """One ``daskless.<name>`` setting."""
-    return dask.config.get(f"daskless.{name}")
+    """One ``daskless.<name>`` setting (``name`` may be dotted: ``"auth.secret"``).
+
+    ``dask.config.set({"daskless.metrics": {...}})`` replaces a whole section instead of
+    merging into it; a key that such a section leaves out still reads its shipped default.
+    """
+    key = f"daskless.{name}"
+    try:
+        return dask.config.get(key)
+    except KeyError:
+        return dask.config.get(key, config=_shipped)
+
+
+def section(name: str) -> dict[str, Any]:
+    """A whole ``daskless.<name>`` section: what is set, over the shipped defaults."""
+    key = f"daskless.{name}"
+    merged: dict[str, Any] = dask.config.merge(
+        dask.config.get(key, config=_shipped), dask.config.get(key)
+    )
+    return merged
+
+
+def pool_size(workers: int | None = None) -> tuple[int, str]:
+    """The size of a local worker pool, and where that number comes from.
+
+    ``workers`` (an ``Engine`` argument) wins, then ``daskless.workers``; that setting is
+    ``null`` by default, which means the machine's CPU count.
+    """
+    if workers:
+        return int(workers), "given to the engine"
+    configured = get("workers")
+    if configured:
+        return int(configured), "set by daskless.workers"
+    return os.cpu_count() or 1, "the CPU count, as daskless.workers is null"
 
 
 @dataclass(frozen=True)
@@ -43,5 +83,5 @@ class Backend:
         return cls(
             store=store or str(get("store")),
             invoker=invoker or str(get("invoker")),
-            workers=int(workers or get("workers") or os.cpu_count() or 1),
+            workers=pool_size(workers)[0],
         )

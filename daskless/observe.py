@@ -55,19 +55,18 @@ def listening(listener: RunListener) -> Iterator[None]:
 
 def metrics_settings() -> MetricsSettings | None:
     """``daskless.metrics`` as run options; ``None`` when metrics are off."""
-    section: dict[str, Any] = dict(config.get("metrics") or {})
-    if not section.get("enabled", True):
+    if not config.get("metrics.enabled"):
         return None
-    strategy = str(section.get("strategy", "interval"))
+    strategy = str(config.get("metrics.strategy"))
     if strategy not in STRATEGIES:
         raise ConfigurationError(
             f"daskless.metrics.strategy is {strategy!r}; expected one of {', '.join(STRATEGIES)}"
         )
     return MetricsSettings(
         strategy=strategy,
-        batch_size=int(section.get("batch-size", 256)),
-        interval_s=float(section.get("interval", 0.5)),
-        retention_s=float(section.get("retention", 7 * 86400)),
+        batch_size=int(config.get("metrics.batch-size")),
+        interval_s=float(config.get("metrics.interval")),
+        retention_s=float(config.get("metrics.retention")),
     )
 
 

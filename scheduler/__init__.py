@@ -1,16 +1,18 @@
 """Pure scheduling layer: task graphs, validation and partitioning.
 
-This package is the bottom layer of daskless.  It uses only the standard
-library and treats task payloads as opaque objects, so it can be imported by
-the scheduler plugin and by workers alike without pulling in dask or a store
-client.
+This package is the bottom layer of daskless.  Its modules import only the
+standard library and treat task payloads as opaque objects, so the plugin and
+workers share it and it is tested and benchmarked with no I/O.  (It installs as
+``daskless.scheduler``, so importing it runs ``daskless/__init__.py`` first,
+which loads dask's configuration, but no store client.)
 
 * :mod:`daskless.scheduler.dag`: the immutable :class:`DAG` of :class:`Node` objects.
 * :mod:`daskless.scheduler.validation`: :func:`validate` (missing keys, cycles).
-* :mod:`daskless.scheduler.partition`: ``partition()`` into balanced sub-DAGs and
-  the :func:`local_tasks` a worker runs in memory.  Import ``partition`` from
-  that module: re-exporting the function here would shadow the submodule of
-  the same name (``import daskless.scheduler.partition`` would yield the function).
+* :mod:`daskless.scheduler.partition`: ``partition()`` into balanced sub-DAGs, with
+  the *local* tasks a worker runs in memory.  Import ``partition`` from that
+  module: re-exporting the function here would shadow the submodule of the same
+  name (``import daskless.scheduler.partition`` would yield the function).
+* :mod:`daskless.scheduler.entry_groups`: the first invocations of each partition.
 * :mod:`daskless.scheduler.errors`: the project's exception hierarchy.
 """
 
@@ -23,7 +25,7 @@ from daskless.scheduler.errors import (
     GraphError,
     MissingDependencyError,
 )
-from daskless.scheduler.partition import Partitioning, local_tasks
+from daskless.scheduler.partition import Partitioning
 from daskless.scheduler.validation import validate
 
 __all__ = [
@@ -36,6 +38,5 @@ __all__ = [
     "MissingDependencyError",
     "Node",
     "Partitioning",
-    "local_tasks",
     "validate",
 ]

@@ -9,14 +9,14 @@ this layer only looks at keys and dependencies.  A dependency is either
 
 Anything else is a missing dependency; :func:`daskless.scheduler.validation.validate`
 reports it.  Construction does not validate, so building a graph costs one
-dictionary copy and graphs can be built, culled and inspected cheaply.
+dictionary copy.
 
 Derived structures are computed lazily, once, and cached on the instance:
 the integer-indexed adjacency (:class:`IndexedGraph`), the dependents map and
-the topological order.  Algorithms over the graph (validation, ordering,
-partitioning) work on the integer form, because list indexing is several
-times cheaper than hashing keys, and dask keys are often tuples whose hash is
-recomputed at every lookup.
+the topological order (as indices into the adjacency).  Algorithms over the
+graph (validation, ordering, partitioning) work on the integer form, because
+list indexing is several times cheaper than hashing keys, and dask keys are
+often tuples whose hash is recomputed at every lookup.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def _depth_first_order(graph: IndexedGraph) -> list[int] | None:
     return order if len(order) == n else None
 
 
-def find_cycle(graph: IndexedGraph) -> tuple[int, ...] | None:
+def _find_cycle(graph: IndexedGraph) -> tuple[int, ...] | None:
     """Return the indices of the nodes on one cycle, or ``None`` if acyclic.
 
     Peels the graph from the sources (Kahn's algorithm).  Every node left over
@@ -196,24 +196,6 @@ class DAG:
         self._order: tuple[int, ...] | None = None
         self._dependents: Mapping[Key, tuple[Key, ...]] | None = None
 
-    @classmethod
-    def from_dependencies(
-        cls,
-        deps: Mapping[_K, Iterable[Key]],
-        payloads: Mapping[_K, object] | None = None,
-        external: Iterable[Key] = (),
-    ) -> DAG:
-        """Build a DAG from ``key -> dependencies``.
-
-        Each node's payload is ``payloads[key]``, or ``None`` when absent;
-        payloads of keys that are not in ``deps`` are ignored.
-        """
-        table: Mapping[_K, object] = payloads or {}
-        nodes = {k: Node(k, table.get(k), tuple(ds)) for k, ds in deps.items()}
-        # Not cls(...): mypy cannot infer the key type of the generic
-        # __init__ through type[Self].
-        return DAG(nodes, external)
-
     @property
     def nodes(self) -> Mapping[Key, Node]:
         """Read-only view of ``key -> Node``, in insertion order."""
@@ -249,25 +231,18 @@ class DAG:
         """Topological order as indices into ``indexed().keys`` (cached).
 
         It is the depth-first post-order from the sinks described in
-        :func:`_depth_first_order`.  Raises :class:`CycleError` if cyclic.
+        :func:`_depth_first_order`.  Raises :class:`CycleError` naming the keys of
+        one cycle.
         """
         if self._order is None:
             graph = self.indexed()
             order = _depth_first_order(graph)
             if order is None:
-                cycle = find_cycle(graph)
+                cycle = _find_cycle(graph)
                 assert cycle is not None, "depth-first search saw a cycle Kahn did not"
                 raise CycleError(graph.keys[i] for i in cycle)
             self._order = tuple(order)
         return self._order
-
-    def topological_order(self) -> list[Key]:
-        """Keys with every dependency before its dependents (deterministic).
-
-        Raises :class:`CycleError` naming the keys of one cycle.
-        """
-        keys = self.indexed().keys
-        return [keys[i] for i in self.topological_indices()]
 
     def dependents(self) -> Mapping[Key, tuple[Key, ...]]:
         """``key -> keys depending on it``, for every node (cached).
@@ -286,45 +261,3 @@ class DAG:
                 {k: tuple(r) for k, r in zip(keys, rows)}
             )
         return self._dependents
-
-    def sources(self) -> tuple[Key, ...]:
-        """Nodes without in-graph dependencies (external ones do not count)."""
-        graph = self.indexed()
-        return tuple(k for k, row in zip(graph.keys, graph.deps) if not row)
-
-    def sinks(self) -> tuple[Key, ...]:
-        """Nodes that no other node depends on."""
-        graph = self.indexed()
-        return tuple(k for k, c in zip(graph.keys, graph.n_dependents) if not c)
-
-    def cull(self, keys: Iterable[Key]) -> DAG:
-        """The sub-graph needed to compute ``keys``, in graph order.
-
-        Raises ``KeyError`` for a key that is not a node.  External keys are
-        kept only if a remaining node still depends on them.
-        """
-        graph = self.indexed()
-        index = graph.index
-        stack: list[int] = []
-        for key in keys:
-            if key not in index:
-                raise KeyError(key)
-            stack.append(index[key])
-        seen = bytearray(len(graph.keys))
-        deps = graph.deps
-        while stack:
-            v = stack.pop()
-            if not seen[v]:
-                seen[v] = 1
-                stack.extend(deps[v])
-        nodes = self._nodes
-        kept = {k: nodes[k] for k, s in zip(graph.keys, seen) if s}
-        external = self._external
-        used: set[Key] = set()
-        if external:
-            for i in graph.incomplete:
-                if seen[i]:
-                    used.update(
-                        d for d in nodes[graph.keys[i]].dependencies if d in external
-                    )
-        return DAG(kept, used)

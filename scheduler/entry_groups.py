@@ -1,7 +1,7 @@
 """Split a partition's first invocation along the independent pieces of its local region.
 
 A partition is run by one invocation, and inside it *local* tasks are counted down in that
-invocation's memory (see :func:`daskless.scheduler.partition.local_tasks`). That is what makes local
+invocation's memory (see :mod:`daskless.scheduler.partition`). That is what makes local
 work cheap, but it also makes a partition a unit of parallelism: a partition holding six independent
 chains of work (the six blocks a tall-skinny QR factorises before its reduction, say) runs them
 one after the other on one worker while another worker idles.
@@ -35,7 +35,7 @@ def entry_groups(
     largest group of a partition first. ``max_groups < 1`` is taken as 1.
     """
     graph = dag.indexed()
-    index = {k: i for i, k in enumerate(graph.keys)}
+    index = graph.index
     root = _components(graph.deps, [index[k] for k in parts.local])
     result: list[tuple[int, tuple[Key, ...]]] = []
     for p, part in enumerate(parts.parts):

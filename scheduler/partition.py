@@ -1,12 +1,15 @@
-"""Split a DAG into balanced, weakly connected partitions.
+"""Split a DAG into balanced partitions, each a contiguous run of one topological order.
 
-Each partition is run by one worker invocation.  Inside a partition, *local*
-tasks (see :func:`local_tasks`) run in the worker's memory with no store
-traffic; every other task is reached through a fan-in counter in the store.
-Runtime correctness never depends on the shape of the partitions, only
-performance does: the goals are few cross-partition edges (and therefore
-many local tasks), balanced weight, and a pure-Python cost linear in nodes
-plus edges.
+Each partition is run by one worker invocation (or a few, see
+:mod:`daskless.scheduler.entry_groups`).  Inside a partition, *local* tasks run in the
+worker's memory with no store traffic: a task is local when all its in-graph inputs are local
+tasks of its own partition, so sources and tasks needing only external keys are local.  Every
+other task waits for inputs from another partition, and whoever delivers its last input runs it
+(through a fan-in mark in the store, unless one invocation produced all its inputs).  Runtime
+correctness never depends on the shape of the partitions, only performance does: the goals are
+few cross-partition edges (and therefore many local tasks), balanced weight, and a pure-Python
+cost linear in nodes plus edges.  A partition need not be connected: independent pieces may
+share one.
 
 Algorithm:
 
@@ -21,10 +24,13 @@ Algorithm:
    position crossed by the fewest edges wins, ties going to the one closest
    to the ideal.  On a tree reduction this lands exactly on subtree
    boundaries.
+3. Optionally (``follow_single_input``), move each task with a single input into its
+   producer's part when that producer has at most ``FOLLOW_MAX_DEPENDENTS`` dependents, and
+   drop the parts this empties.
 
-Because parts are contiguous slices of one topological order, each part is
-itself topologically ordered and part ``i`` only depends on parts ``< i``:
-the graph of partitions is acyclic.
+Because parts start as contiguous slices of one topological order, and moves only go to
+lower-numbered parts, each part lists its tasks in topological order and part ``i`` depends
+only on parts ``<= i``: the graph of partitions is acyclic.
 
 A refinement pass was measured and left out: moving each source whose
 dependents all lie in one other partition into that partition changed cross
@@ -45,15 +51,15 @@ from typing import TypeVar, cast
 
 from daskless.scheduler.dag import DAG, Key
 
-__all__ = ["BALANCE_SLACK", "Partitioning", "local_tasks", "partition"]
+__all__ = ["BALANCE_SLACK", "Partitioning", "partition"]
 
 BALANCE_SLACK = 0.1
-FOLLOW_MAX_DEPENDENTS = 4
-"""A single-input task follows its producer's part if the producer has at most this many
-dependents (see :func:`_follow_single_input`)."""
 """How far (as a fraction of the ideal part weight) a cut may move from its
 ideal position to cross fewer edges.  A part's weight therefore stays within
 ``1 +- 2 * BALANCE_SLACK`` of the ideal, up to the granularity of one task."""
+FOLLOW_MAX_DEPENDENTS = 4
+"""A single-input task follows its producer's part if the producer has at most this many
+dependents (see :func:`_follow_single_input`)."""
 
 _EMPTY: Mapping[Key, int] = MappingProxyType({})
 
@@ -68,7 +74,7 @@ class Partitioning:
 
     ``assignment`` maps every task to its partition index, ``parts`` lists the
     tasks of each partition in a topological order, and ``local`` holds the
-    tasks a worker can run in memory (see :func:`local_tasks`).
+    tasks a worker can run in memory (defined in the module docstring).
     """
 
     assignment: Mapping[Key, int] = field(default_factory=lambda: _EMPTY)
@@ -95,8 +101,9 @@ def partition(
 
     ``parallelism`` is clamped to ``1..len(dag)``; an empty graph gives zero
     parts.  ``weights`` maps tasks to non-negative costs (default 1.0 each;
-    absent tasks weigh 1.0).  Every part is non-empty; with unit weights there
-    are exactly ``min(parallelism, len(dag))`` parts.  Raises
+    absent tasks weigh 1.0).  Every part is non-empty; with unit weights and
+    without ``follow_single_input`` there are exactly ``min(parallelism, len(dag))``
+    parts.  Raises
     :class:`~daskless.scheduler.errors.CycleError` on a cyclic graph and
     ``ValueError`` on a negative or non-finite weight.
 
@@ -160,23 +167,6 @@ def _regroup(keys: Sequence[Key], order: Sequence[int], part: list[int]) -> tupl
         part[v] = renumber[part[v]]
         groups[part[v]].append(keys[v])
     return tuple(tuple(g) for g in groups)
-
-
-def local_tasks(dag: DAG, assignment: Mapping[_K, int]) -> frozenset[Key]:
-    """Tasks a worker can run entirely in its own memory.
-
-    A task is local iff every in-graph dependency is in the same partition
-    and is itself local.  External keys are always available, so sources and
-    tasks depending only on external keys are local.  Computed in one pass in
-    topological order.  Raises ``KeyError`` if a task has no assignment.
-    """
-    graph = dag.indexed()
-    order = dag.topological_indices()
-    table = cast("Mapping[Key, int]", assignment)
-    part = [table[k] for k in graph.keys]
-    flags = _local_flags(order, graph.deps, part)
-    keys = graph.keys
-    return frozenset([keys[v] for v in order if flags[v]])
 
 
 def _local_flags(

@@ -1,8 +1,8 @@
 """Structural validation of a :class:`~daskless.scheduler.dag.DAG`.
 
 :class:`~daskless.scheduler.dag.DAG` construction is deliberately unchecked so that
-building and culling graphs stays cheap; :func:`validate` is the one place
-where a graph is checked before it is scheduled.  It checks, in order:
+building graphs stays cheap; :func:`validate` is the one place where a graph
+is checked before it is scheduled.  It checks, in order:
 
 1. every node is stored under its own key;
 2. every dependency is a node or an external key (the first offending task in

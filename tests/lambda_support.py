@@ -16,6 +16,7 @@ import dask
 import pytest
 
 import daskless
+from daskless.worker_runtime.invokers.aws_lambda import LambdaSettings
 from daskless.worker_runtime.lambda_emulator import EmulatorThread, FunctionConfig
 
 SECRET = "lambda-test-secret-0123456789abcdef"
@@ -46,6 +47,12 @@ def emulator(store_url: str, name: str = FUNCTION, **options: Any) -> Iterator[E
     config = FunctionConfig(name, environment=environment, **options)
     with dummy_aws_credentials(), EmulatorThread([config]) as running:
         yield running
+
+
+def settings_for(function: str, **changes: Any) -> LambdaSettings:
+    """``lambda://function``'s settings: the configured ``daskless.lambda`` with ``changes``."""
+    section = {**dask.config.get("daskless.lambda"), **changes}
+    return LambdaSettings.from_config(f"lambda://{function}", section)
 
 
 def lambda_config(url: str, **extra: Any) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def huge(_: Any) -> bytes:
 def run_state_keys(client: redis.Redis) -> int:
     """Keys that hold run state; runs' metrics are kept on purpose and not counted, and a
     pool's bookkeeping (a worker's held invocation, until it clears it) is not run state."""
-    ignored = len(client.keys(keys.metrics_pattern())) + len(client.keys(keys.pool_pattern()))
+    ignored = sum(len(client.keys(f"{prefix}:*"))
+                  for prefix in (keys.METRICS_PREFIX, f"{keys.PREFIX}:pool"))
     return int(client.dbsize()) - ignored
 
 

@@ -25,7 +25,7 @@ from daskless.worker_runtime import keys, serialization
 from daskless.worker_runtime.auth import Signer
 from daskless.worker_runtime.context import current
 from daskless.worker_runtime.events import InvocationStarted, WorkerLost
-from daskless.worker_runtime.invokers.aws_lambda import LambdaSettings, make_client
+from daskless.worker_runtime.invokers.aws_lambda import make_client
 from daskless.worker_runtime.lambda_emulator import EmulatorThread
 from daskless.worker_runtime.protocol import Invocation, SubDAG, TaskInfo
 from daskless.worker_runtime.redis_server import RedisServer
@@ -38,6 +38,7 @@ from tests.lambda_support import (
     invoke_sync,
     lambda_config,
     lambda_engine,
+    settings_for,
 )
 
 
@@ -74,7 +75,7 @@ def strict(running: EmulatorThread) -> Iterator[EmulatorThread]:
 
 @pytest.fixture
 def client(running: EmulatorThread) -> Any:
-    return make_client(LambdaSettings(FUNCTION, "us-east-1", running.url))
+    return make_client(settings_for(FUNCTION, region="us-east-1", endpoint_url=running.url))
 
 
 # -- the contract, through Lambda ---------------------------------------------------------------
@@ -340,7 +341,7 @@ def test_the_emulator_speaks_the_invoke_api(client: Any) -> None:
 def test_a_missing_boto3_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)  # what an install without the extra sees
     with pytest.raises(daskless.exceptions.ConfigurationError, match=r"daskless\[aws\]"):
-        make_client(LambdaSettings(FUNCTION))
+        make_client(settings_for(FUNCTION))
 
 
 def test_an_unknown_function_is_an_invocation_error(

@@ -1,9 +1,10 @@
 """Signed invocations: who may make a worker run something.
 
-A worker that listens on a network port (an HTTP function, a Lambda function URL) must not run
-whatever reaches it. Every invocation is therefore signed with a secret shared by the client and
-its workers (setting ``daskless.auth.secret``, environment variable
-``DASK_DASKLESS__AUTH__SECRET``) and checked before anything else happens:
+A worker that listens on a network port (an HTTP function, the gateway, a Lambda function) must
+not run whatever reaches it. Every invocation sent to one is therefore signed with a secret shared
+by the client and its workers (setting ``daskless.auth.secret``, environment variable
+``DASK_DASKLESS__AUTH__SECRET``) and checked before anything else happens, unless both sides were
+explicitly told to run insecure (``daskless.auth.insecure``, ``--insecure``):
 
 - The signature is ``hex(HMAC-SHA256(secret, timestamp + "." + body))`` where ``body`` is the
   exact invocation bytes (JSON, see :class:`daskless.worker_runtime.protocol.Invocation`) and
@@ -18,20 +19,23 @@ its workers (setting ``daskless.auth.secret``, environment variable
     ``{"invocation": "<body as text>", "timestamp": "<ts>", "signature": "<hex>"}``.
 
 - Verification raises :class:`daskless.worker_runtime.errors.SignatureError` for an invocation that
-  is unsigned, tampered with (signature mismatch), stale (timestamp further than ``max_age_s`` from
-  the verifier's clock, either way) or replayed (its signature was accepted before).
+  is unsigned, tampered with (signature mismatch), stale (timestamp further than ``max_age_s``,
+  by default ``daskless.auth.max-age``, from the verifier's clock, either way) or replayed (its
+  signature was accepted before).
 - Replays are caught by remembering accepted signatures until they could no longer pass the age
   check (``2 * max_age_s``). :class:`MemorySeenSignatures` does so within one process;
   :class:`RedisSeenSignatures` does so across every instance sharing a Redis with one
   ``SET key 1 NX EX ttl`` (key names from :mod:`daskless.worker_runtime.keys`). Each retry of a
   delivery is signed afresh, so a legitimate retry never looks like a replay.
 
-Where the secret comes from: :func:`secret_from_environment` reads the environment variable and
-removes it from ``os.environ`` (and from the ``dask.config`` tree loaded from it), so tasks
-started later cannot read it there. A local pool with no configured secret uses
-:func:`generate_secret` once per engine and hands it to its workers on their standard input,
-never on a command line. A network-facing worker with no secret refuses to start unless told to
-run insecure (see :func:`require_secret`).
+Where the secret comes from: :func:`take_secret` reads ``daskless.auth.secret`` (which dask fills
+from the environment variable) and removes it from ``os.environ`` and from ``dask.config``, so
+tasks started later in that process find it in neither. The gateway hands it to the instances
+it starts on their standard input, never on a command line. A network-facing worker with no
+secret refuses to start unless told to run insecure (see :func:`require_secret`). The local
+process pool does not sign at all: its queue lives in the engine's own Redis, and whoever can
+push there can also write the sub-DAGs its workers load. :func:`generate_secret` makes a secret
+for a deployment to share.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ import json
 import math
 import os
 import secrets
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+import dask.config
 
 from daskless.worker_runtime import keys
 from daskless.worker_runtime.errors import ConfigurationError, SignatureError
@@ -54,7 +59,6 @@ from daskless.worker_runtime.errors import ConfigurationError, SignatureError
 TIMESTAMP_HEADER = "X-Daskless-Timestamp"
 SIGNATURE_HEADER = "X-Daskless-Signature"
 SECRET_ENV = "DASK_DASKLESS__AUTH__SECRET"
-DEFAULT_MAX_AGE_S = 300.0
 
 
 class SeenSignatures(Protocol):
@@ -111,13 +115,18 @@ class Signer:
     def __init__(
         self,
         secret: str | bytes,
-        max_age_s: float = DEFAULT_MAX_AGE_S,
+        max_age_s: float | None = None,
         seen: SeenSignatures | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``max_age_s``: how old a signature may be when verified; by default the
+        ``daskless.auth.max-age`` setting. ``seen``: the replay memory (by default this
+        process's own)."""
         if not secret:
             raise ConfigurationError("an invocation secret must not be empty")
         self._secret = secret.encode() if isinstance(secret, str) else secret
+        if max_age_s is None:
+            max_age_s = float(dask.config.get("daskless.auth.max-age"))
         self.max_age_s = float(max_age_s)
         self._seen: SeenSignatures = seen if seen is not None else MemorySeenSignatures()
         self._clock = clock
@@ -187,16 +196,16 @@ class Signer:
 
 
 def generate_secret() -> str:
-    """A fresh random secret (256 bits, hex), e.g. for one engine's private worker pool."""
+    """A fresh random secret (256 bits, hex) for a client and its workers to share."""
     return secrets.token_hex(32)
 
 
 def secret_from_environment(environ: dict[str, str] | None = None) -> str | None:
     """Read the secret from ``DASK_DASKLESS__AUTH__SECRET`` and remove it from the process.
 
-    The variable is deleted from ``environ`` (default ``os.environ``) and, when dask is loaded,
-    from the ``daskless.auth`` tree dask built from it, so tasks run later in this process do
-    not find it in either place.
+    The variable is deleted from ``environ`` (default ``os.environ``) and
+    ``daskless.auth.secret`` from ``dask.config`` (which dask filled from the variable), so tasks
+    run later in this process find it in neither place.
     """
     env = os.environ if environ is None else environ
     secret = env.pop(SECRET_ENV, None)
@@ -207,19 +216,16 @@ def secret_from_environment(environ: dict[str, str] | None = None) -> str | None
 def take_secret() -> str | None:
     """The configured secret (``daskless.auth.secret`` or its environment variable), removed
     from both places once read; None if there is none."""
-    config = sys.modules.get("dask.config")
-    configured = config.get("daskless.auth.secret", None) if config is not None else None
+    configured = dask.config.get("daskless.auth.secret")
     from_env = secret_from_environment()
     return str(configured) if configured else from_env
 
 
 def _forget_in_dask_config() -> None:
-    config = sys.modules.get("dask.config")
-    if config is None:
-        return
-    auth = getattr(config, "config", {}).get("daskless", {}).get("auth")
-    if isinstance(auth, dict):
-        auth.pop("secret", None)
+    # Back to the shipped null rather than removed: readers take the key as always there.
+    auth = dask.config.config.get("daskless", {}).get("auth")
+    if isinstance(auth, dict) and "secret" in auth:
+        auth["secret"] = None
 
 
 def require_secret(secret: str | None, insecure: bool, what: str) -> str | None:

@@ -76,7 +76,7 @@ class GatewaySettings:
     store: str
     secret: str | None = None
     insecure: bool = False
-    max_age_s: float = auth.DEFAULT_MAX_AGE_S
+    max_age_s: float | None = None  # None: daskless.auth.max-age
     host: str = "127.0.0.1"
     port: int = 0
     max_instances: int = 4
@@ -433,8 +433,8 @@ def command(store: str | None, host: str, port: int, max_instances: int,
     run(GatewaySettings(
         store=store_url(store, "daskless gateway"),
         secret=auth.take_secret(),
-        insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
-        max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),
+        insecure=insecure or bool(dask.config.get("daskless.auth.insecure")),
+        max_age_s=float(dask.config.get("daskless.auth.max-age")),
         host=host, port=port, max_instances=max_instances, idle_timeout_s=idle_timeout_s,
         queue_limit=queue_limit,
     ))

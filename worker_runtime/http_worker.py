@@ -56,6 +56,7 @@ from daskless.worker_runtime.errors import (
 )
 from daskless.worker_runtime.invokers.http import HttpInvoker
 from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store import urls
 from daskless.worker_runtime.store.redis_store import RedisStore
 from daskless.worker_runtime.worker import failure_event, handle
 
@@ -71,7 +72,7 @@ class WorkerSettings:
     store: str
     secret: str | None = None
     insecure: bool = False
-    max_age_s: float = auth.DEFAULT_MAX_AGE_S
+    max_age_s: float | None = None  # None: daskless.auth.max-age
     concurrency: int = 1
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     host: str = "127.0.0.1"
@@ -266,11 +267,12 @@ def store_url(given: str | None, what: str) -> str:
     """The Redis URL a serving program uses: ``--store``, else ``daskless.store``."""
     import dask.config
 
-    url = given or str(dask.config.get("daskless.store", ""))
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    url = given or str(dask.config.get("daskless.store"))
+    if not urls.is_redis_url(url):
         raise ConfigurationError(
             f"{what} needs the Redis its clients use: give --store or set "
-            f"DASK_DASKLESS__STORE to a redis://, rediss:// or unix:// URL (not {url!r})"
+            f"DASK_DASKLESS__STORE to a URL starting with {urls.listed(urls.SCHEMES)} "
+            f"(not {urls.masked(url)!r})"
         )
     return url
 
@@ -283,8 +285,8 @@ def command(store: str | None, host: str, port: int, concurrency: int,
     settings = WorkerSettings(
         store=store_url(store, "daskless worker"),
         secret=auth.take_secret(),
-        insecure=insecure or bool(dask.config.get("daskless.auth.insecure", False)),
-        max_age_s=float(dask.config.get("daskless.auth.max-age", auth.DEFAULT_MAX_AGE_S)),
+        insecure=insecure or bool(dask.config.get("daskless.auth.insecure")),
+        max_age_s=float(dask.config.get("daskless.auth.max-age")),
         concurrency=concurrency, host=host, port=port, invoke_url=invoke_url,
     )
     run(settings)

@@ -14,9 +14,10 @@ the run is submitted, so nothing outlives a crashed client for longer than the T
 
 Persisted data lives apart under ``dl:data:<name>`` with its own TTL; worker pools own a
 ``dl:pool:<pool_id>:queue`` list of pending invocations and, per worker, a
-``dl:pool:<pool_id>:held:<n>`` list holding the invocation it runs (empty lists vanish). Signatures
-of accepted invocations are remembered under ``dl:auth:seen:<signature>`` until they expire, to
-refuse replays.
+``dl:pool:<pool_id>:held:<n>`` list holding the invocation it runs (empty lists vanish).
+Signatures of accepted invocations are remembered under ``dl:auth:seen:<signature>`` until they
+expire, to refuse replays. Metrics live under ``dl:metrics:`` (a stream per run and an index of
+runs) with their own retention: they outlive the run on purpose.
 """
 
 from __future__ import annotations
@@ -52,22 +53,12 @@ def pool_held(pool_id: str, worker: int) -> str:
     return f"{PREFIX}:pool:{pool_id}:held:{worker}"
 
 
-def pool_pattern() -> str:
-    """A pattern matching every pool key (pool bookkeeping, not the state of any run)."""
-    return f"{PREFIX}:pool:*"
-
-
 METRICS_PREFIX = f"{PREFIX}:metrics"
 
 
 def metrics_stream(run_id: str) -> str:
     """The stream of one run's metric records (kept after the run's own keys are gone)."""
     return f"{METRICS_PREFIX}:run:{run_id}"
-
-
-def metrics_pattern() -> str:
-    """A pattern matching every metrics key (they are not run state: tools count them apart)."""
-    return f"{METRICS_PREFIX}:*"
 
 
 def metrics_index() -> str:
@@ -78,11 +69,6 @@ def metrics_index() -> str:
 def key_name(key: Hashable) -> str:
     """A stable text name for a Dask key (str or tuple), used for persisted data."""
     return f"s:{key}" if isinstance(key, str) else f"r:{key!r}"
-
-
-def fanin_field(task: int, upstream: int) -> str:
-    """The mark of one delivered edge ``upstream -> task``."""
-    return f"{task}:{upstream}"
 
 
 def seen_signature(signature: str) -> str:

@@ -45,17 +45,13 @@ from typing import Any
 import dask.config
 
 from daskless.worker_runtime import hosting
-from daskless.worker_runtime.auth import (
-    DEFAULT_MAX_AGE_S,
-    RedisSeenSignatures,
-    Signer,
-    take_secret,
-)
+from daskless.worker_runtime.auth import RedisSeenSignatures, Signer, take_secret
 from daskless.worker_runtime.context import SpecCache, WorkerContext
 from daskless.worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
 from daskless.worker_runtime.events import WorkerLost
 from daskless.worker_runtime.invokers.aws_lambda import SCHEME, LambdaInvoker, LambdaSettings
 from daskless.worker_runtime.protocol import Invocation
+from daskless.worker_runtime.store import urls
 from daskless.worker_runtime.store.redis_store import RedisStore
 from daskless.worker_runtime.worker import handle
 
@@ -89,16 +85,20 @@ _warm: WarmState | None = None
 
 
 def store_url(environ: Mapping[str, str]) -> str:
-    """The Redis URL the function's environment names."""
+    """The Redis URL the function's environment names (else ``daskless.store``).
+
+    Only a URL another machine can reach will do: the function runs elsewhere.
+    """
     url = next((environ[name] for name in STORE_ENVS if environ.get(name)), None)
     if url is None:
-        url = dask.config.get("daskless.store", None)
-    if not url or not str(url).startswith(("redis://", "rediss://")):
+        url = str(dask.config.get("daskless.store"))
+    if not urls.is_redis_url(url, urls.REMOTE_SCHEMES):
         raise ConfigurationError(
             f"a Lambda worker needs a Redis it can reach: set {STORE_ENVS[0]} (or "
-            f"{STORE_ENVS[1]}) to a redis:// or rediss:// URL, not {url!r}"
+            f"{STORE_ENVS[1]}) to a URL starting with {urls.listed(urls.REMOTE_SCHEMES)}, "
+            f"not {urls.masked(url)!r}"
         )
-    return str(url)
+    return url
 
 
 def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
@@ -114,11 +114,8 @@ def cold_start(environ: Mapping[str, str] = os.environ) -> WarmState:
     url = store_url(environ)
     store = RedisStore(url)
     store.ping()
-    max_age = float(dask.config.get("daskless.auth.max-age", None) or DEFAULT_MAX_AGE_S)
-    settings = LambdaSettings.from_config(
-        SCHEME + function, dask.config.get("daskless.lambda", None)
-    )
-    signer = Signer(secret, max_age, seen=RedisSeenSignatures(store.client))
+    settings = LambdaSettings.from_config(SCHEME + function, dask.config.get("daskless.lambda"))
+    signer = Signer(secret, seen=RedisSeenSignatures(store.client))  # daskless.auth.max-age
     # Computes nested in a task run on threads of this instance, against the same store.
     hosting.configure_nested_computes(url, {})
     return WarmState(

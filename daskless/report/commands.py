@@ -16,10 +16,10 @@ from typing import Any
 from daskless import config
 from daskless.exceptions import ConfigurationError, DasklessError
 from daskless.report.data import RunMetrics, load_run
+from daskless.worker_runtime.store import urls
 from daskless.worker_runtime.store.redis_store import RedisStore
 
 Handler = Callable[[argparse.Namespace], int]
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class RunNotFoundError(DasklessError, LookupError):
@@ -29,10 +29,11 @@ class RunNotFoundError(DasklessError, LookupError):
 def open_metrics_store(url: str | None) -> RedisStore:
     """The store named by ``--store`` or ``daskless.store``; a clear error if it cannot be one."""
     url = url or str(config.get("store"))
-    if not url.startswith(REDIS_SCHEMES):
+    if not urls.is_redis_url(url):
         raise ConfigurationError(
-            f"stored metrics need a Redis store, not {url!r}: pass --store redis://host:port/db "
-            "(or set daskless.store); the embedded store lives only while its engine runs"
+            f"stored metrics need a Redis store, not {urls.masked(url)!r}: pass --store with a URL "
+            f"starting with {urls.listed(urls.SCHEMES)} (or set daskless.store); the embedded "
+            f"store lives only while its engine runs"
         )
     store = RedisStore(url)
     store.ping()

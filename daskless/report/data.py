@@ -49,10 +49,6 @@ class TaskMetrics:
     def duration(self) -> float:
         return (self.end - self.start) if self.start is not None and self.end is not None else 0.0
 
-    @property
-    def retries(self) -> int:
-        return max(0, self.runs - 1)
-
 
 @dataclass
 class InvocationMetrics:
@@ -178,10 +174,6 @@ class RunMetrics:
     def missing_tasks(self) -> list[int]:
         """Tasks of the plan for which no record arrived (lost, unflushed or never run)."""
         return [t.id for t in self.tasks if t.start is None]
-
-    @property
-    def unfinished_invocations(self) -> list[str]:
-        return [i.inv for i in self.invocations.values() if i.end is None]
 
     @property
     def complete(self) -> bool:

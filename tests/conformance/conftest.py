@@ -66,8 +66,11 @@ def stored_key_count(engine: daskless.Engine) -> int:
     (resources,) = engine._resources.values()
     store = resources.store
     if isinstance(store, MemoryStore):
-        return store.key_count()
+        # The memory store's state, read under its lock: runs, values, non-empty queues.
+        with store._changed:
+            queues = sum(1 for q in store._queues.values() if q)
+            return len(store._runs) + len(store._data) + queues
     client: redis.Redis = store.client  # type: ignore[attr-defined]
     ignored = sum(len(client.keys(pattern)) for pattern in (
-        keys.seen_signature("*"), keys.metrics_pattern(), keys.pool_pattern()))
+        keys.seen_signature("*"), f"{keys.METRICS_PREFIX}:*", f"{keys.PREFIX}:pool:*"))
     return int(client.dbsize()) - ignored

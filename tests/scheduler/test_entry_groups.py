@@ -7,7 +7,8 @@ from collections.abc import Hashable
 
 from daskless.scheduler.dag import DAG
 from daskless.scheduler.entry_groups import entry_groups
-from daskless.scheduler.partition import Partitioning, local_tasks, partition
+from daskless.scheduler.partition import Partitioning, partition
+from tests.scheduler.graphs import dag_of, local_tasks
 from tests.scheduler.test_partition import random_dag, tree_reduction
 
 
@@ -19,7 +20,7 @@ def chains_then_join(n: int) -> DAG:
         deps[("work", i)] = (("src", i),)
         deps[("piece", i)] = (("work", i),)
     deps["join"] = tuple(("piece", i) for i in range(n))
-    return DAG.from_dependencies(deps)
+    return dag_of(deps)
 
 
 def one_part(dag: DAG) -> Partitioning:
@@ -30,7 +31,8 @@ def join_apart(dag: DAG) -> Partitioning:
     """The chains in partition 0, their join alone in partition 1 (reached by fan-in)."""
     order = [k for k in one_part(dag).parts[0] if k != "join"]
     assignment = {k: 0 for k in order} | {"join": 1}
-    return Partitioning(assignment, (tuple(order), ("join",)), local_tasks(dag, assignment))
+    local = frozenset(local_tasks(dag, assignment))
+    return Partitioning(assignment, (tuple(order), ("join",)), local)
 
 
 def test_independent_chains_of_one_partition_are_split_and_balanced() -> None:

@@ -64,32 +64,44 @@ def function_name(url: str) -> str:
 
 @dataclass(frozen=True)
 class LambdaSettings:
-    """How to reach one Lambda function (the ``daskless.lambda`` settings plus its name)."""
+    """How to reach one Lambda function: the ``daskless.lambda`` settings plus its name.
+
+    Every field but ``function`` is one ``daskless.lambda`` key (``endpoint_url`` is
+    ``endpoint-url``); their defaults are in ``daskless.yaml``, and ``region`` and
+    ``endpoint_url`` are ``None`` there (boto3's own choice).
+    """
 
     function: str
-    region: str | None = None
-    endpoint_url: str | None = None
-    max_concurrency: int = 16
-    max_attempts: int = 10
-    backoff: float = 0.05
-    max_backoff: float = 2.0
-    max_payload_bytes: int = 256 * 1024
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
+    region: str | None
+    endpoint_url: str | None
+    max_concurrency: int
+    max_attempts: int
+    backoff: float
+    max_backoff: float
+    max_payload_bytes: int
+    connect_timeout: float
+    read_timeout: float
 
     @classmethod
-    def from_config(cls, url: str, config: Mapping[str, Any] | None) -> LambdaSettings:
-        """Settings for ``lambda://name`` from a ``daskless.lambda`` mapping (dashes or not)."""
+    def from_config(cls, url: str, config: Mapping[str, Any]) -> LambdaSettings:
+        """Settings for ``lambda://name`` from the ``daskless.lambda`` mapping (dashes or not)."""
         function = function_name(url)
-        values = {str(k).replace("-", "_"): v for k, v in (config or {}).items()}
+        values = {str(k).replace("-", "_"): v for k, v in config.items()}
         unknown = set(values) - set(_CONVERTERS)
         if unknown:
             raise ConfigurationError(f"unknown daskless.lambda settings: {sorted(unknown)}")
+        missing = set(_CONVERTERS) - set(values)
+        if missing:
+            raise ConfigurationError(
+                f"daskless.lambda has no {', '.join(sorted(missing))}: set its keys one by one "
+                f"(daskless.lambda.region, ...) rather than replacing the whole section"
+            )
         try:
             # Values from environment variables or YAML may arrive as text.
-            settings = cls(function=function, **{
-                k: _CONVERTERS[k](v) for k, v in values.items() if v is not None
-            })
+            converted: dict[str, Any] = {
+                k: None if v is None else _CONVERTERS[k](v) for k, v in values.items()
+            }
+            settings = cls(function=function, **converted)
             _check_positive(settings)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"bad daskless.lambda settings: {exc}") from exc
@@ -99,7 +111,7 @@ class LambdaSettings:
 _CONVERTERS: dict[str, Any] = {
     "region": str, "endpoint_url": str, "max_concurrency": int, "max_attempts": int,
     "backoff": float, "max_backoff": float, "max_payload_bytes": int,
-    "connect_timeout_s": float, "read_timeout_s": float,
+    "connect_timeout": float, "read_timeout": float,
 }
 
 
@@ -122,8 +134,8 @@ def make_client(settings: LambdaSettings) -> Any:
     config = Config(
         retries={"total_max_attempts": 1},
         max_pool_connections=max(10, settings.max_concurrency),
-        connect_timeout=settings.connect_timeout_s,
-        read_timeout=settings.read_timeout_s,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
     )
     return boto3.session.Session().client(
         "lambda", region_name=settings.region, endpoint_url=settings.endpoint_url, config=config

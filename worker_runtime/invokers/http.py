@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
+import dask.config
 
 from daskless.worker_runtime.auth import Signer
 from daskless.worker_runtime.errors import InvocationError, SignatureError
@@ -43,6 +44,11 @@ from daskless.worker_runtime.protocol import Invocation
 FailureCallback = Callable[[Invocation, InvocationError], None]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 1.0
+
+
+def _setting(name: str, given: float | None) -> float:
+    """``given``, or the ``daskless.http.<name>`` setting."""
+    return given if given is not None else float(dask.config.get(f"daskless.http.{name}"))
 
 
 def invoke_endpoint(url: str) -> str:
@@ -58,22 +64,24 @@ class HttpInvoker:
         url: str,
         signer: Signer | None,
         *,
-        concurrency: int = 16,
-        attempts: int = 20,
+        concurrency: int | None = None,
+        attempts: int | None = None,
         backoff_s: float = 0.02,
-        timeout_s: float = 30.0,
+        timeout_s: float | None = None,
         wait: bool = True,
         on_failure: FailureCallback | None = None,
     ) -> None:
+        """``concurrency``, ``attempts`` and ``timeout_s`` left out are the ``daskless.http``
+        settings, so a worker's fan-out follows them as the client's invocations do."""
         if not url.startswith(("http://", "https://")):
             raise InvocationError(f"an HTTP invoker needs an http:// or https:// URL, not {url!r}")
         self.url = url
         self.endpoint = invoke_endpoint(url)
         self._signer = signer
-        self._concurrency = max(1, concurrency)
-        self._attempts = max(1, attempts)
+        self._concurrency = max(1, int(_setting("concurrency", concurrency)))
+        self._attempts = max(1, int(_setting("attempts", attempts)))
         self._backoff_s = backoff_s
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=float(_setting("timeout", timeout_s)))
         self._wait = wait
         self._on_failure = on_failure
         self._loop = asyncio.new_event_loop()

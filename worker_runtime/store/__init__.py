@@ -1,12 +1,6 @@
-"""Stores: the few atomic primitives the worker protocol needs; Redis and an in-memory twin."""
+"""Stores: the few atomic primitives the worker protocol needs; Redis and an in-memory twin.
 
-from daskless.worker_runtime.store.base import Mark, Store
-from daskless.worker_runtime.store.memory import MemoryStore
-from daskless.worker_runtime.store.redis_store import RedisStore
-
-__all__ = ["Mark", "MemoryStore", "RedisStore", "Store", "open_store"]
-
-
-def open_store(url: str) -> Store:
-    """Connect to the store a URL names (``redis://``, ``rediss://``, ``unix://``)."""
-    return RedisStore(url)
+:mod:`~daskless.worker_runtime.store.base` is the protocol, :mod:`.redis_store` and :mod:`.memory`
+implement it, :mod:`.urls` says which URLs name a Redis store. Nothing is imported here, so that
+importing one of them does not load the Redis client library with it.
+"""

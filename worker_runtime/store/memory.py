@@ -192,8 +192,3 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
-
-    def key_count(self) -> int:
-        """How many runs, values and non-empty queues are held (tests check it returns to 0)."""
-        with self._changed:
-            return len(self._runs) + len(self._data) + sum(1 for q in self._queues.values() if q)

@@ -14,7 +14,6 @@ import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -25,18 +24,10 @@ from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
 from daskless.worker_runtime.events import Event, RunCreated, decode, encode, encode_all
 from daskless.worker_runtime.store import lua
 from daskless.worker_runtime.store.base import Mark
+from daskless.worker_runtime.store.urls import masked
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
-
-
-def masked(url: str) -> str:
-    """The URL with any password replaced, safe to put in messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _translating(method: F) -> F:
