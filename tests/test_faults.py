@@ -172,3 +172,17 @@ def test_unpicklable_task_names_it(engine: daskless.Engine) -> None:
     gen = (i for i in range(3))
     with pytest.raises(SerializationError, match=r"task 'g' cannot be sent to workers"):
         engine.get({"g": (list, gen)}, "g")
+
+
+def test_a_pool_first_used_from_a_short_lived_thread_outlives_it(redis_url: str) -> None:
+    """Workers die with their parent; on Linux that means the thread that forked them. A pool
+    started by a thread that ends at once must keep its workers all the same."""
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine:
+        first = threading.Thread(target=engine.get, args=({"x": 1}, "x"))
+        first.start()
+        first.join()
+        (resources,) = engine._resources.values()
+        pids = set(resources.invoker.pids())  # type: ignore[attr-defined]
+        for i in range(3):
+            assert engine.get({"x": i, "y": (inc, "x")}, "y") == i + 1
+        assert set(resources.invoker.pids()) == pids  # type: ignore[attr-defined]

@@ -10,10 +10,10 @@ the socket. A reader thread keeps draining that log for the server's whole life,
 pipe would block the server's next log write.
 
 On Linux the server gets a parent-death signal, so a client killed with SIGKILL leaves no orphan
-behind. That signal fires when the *thread* that forked the server ends, not the process, so a
-server started from any thread other than the main one is forked by a long-lived launcher thread
-instead. The server runs in its own session there, so a Ctrl-C meant for the client does not stop
-the store under a client still cleaning up.
+behind. That signal fires when the *thread* that forked the server ends, not the process, so the
+server is forked from a thread that lives as long as the process (:mod:`.launcher`). The server
+runs in its own session, so a Ctrl-C meant for the client does not stop the store under a client
+still cleaning up.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -32,11 +31,11 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
+from daskless.worker_runtime import launcher
 from daskless.worker_runtime.errors import StoreError
 
 # Redis 7 logs "Ready to accept connections ...", older versions "... now ready to accept ...".
@@ -114,46 +113,9 @@ def _popen(args: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-class _Launcher:
-    """A daemon thread that forks servers, so their parent-death signal lasts as long as we do."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[list[str], Future[subprocess.Popen[bytes]]]]
-        self._jobs = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="redis-launcher", daemon=True)
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()  # False in a forked child: threads do not survive fork
-
-    def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
-        done: Future[subprocess.Popen[bytes]] = Future()
-        self._jobs.put((args, done))
-        return done.result()
-
-    def _serve(self) -> None:
-        while True:
-            args, done = self._jobs.get()
-            try:
-                done.set_result(_popen(args))
-            except BaseException as exc:  # handed to the waiting caller, who re-raises it
-                done.set_exception(exc)
-
-
-_launcher: _Launcher | None = None
-_launcher_lock = threading.Lock()
-
-
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    """Start the server from a thread that lives as long as the process."""
-    global _launcher
-    if not _LINUX or threading.current_thread() is threading.main_thread():
-        return _popen(args)
-    with _launcher_lock:
-        if _launcher is None or not _launcher.alive():
-            _launcher = _Launcher()
-        launcher = _launcher
-    return launcher.spawn(args)
+    """Start the server from a thread that lives as long as the process (see ``launcher``)."""
+    return launcher.spawn(lambda: _popen(args))
 
 
 class _LogReader:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import cast
 
-from daskless.worker_runtime import hosting, keys, serialization
+from daskless.worker_runtime import hosting, keys, launcher, serialization
 from daskless.worker_runtime.context import worker_id_for
 from daskless.worker_runtime.events import Event, WorkerLost
 from daskless.worker_runtime.invokers.queue import QueueInvoker
@@ -132,10 +132,12 @@ class ProcessPool:
         config = json.dumps({"store": self._store.url, "queue": self.queue, "held": held,
                              "control_fd": control_w, "settings": self._settings})
         try:
-            proc = subprocess.Popen(
+            # Forked from a thread that outlives the caller: the worker's parent-death signal
+            # must not fire when the thread that first used the pool ends (see ``launcher``).
+            proc = launcher.spawn(lambda: subprocess.Popen(
                 [sys.executable, "-m", "daskless.worker_runtime.process_worker"],
                 stdin=subprocess.PIPE, pass_fds=(control_w,), env=env, cwd=os.getcwd(),
-            )
+            ))
         finally:
             os.close(control_w)
         assert proc.stdin is not None
