@@ -8,6 +8,7 @@ Peer reads are exercised against real sibling processes, including a read the ke
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import subprocess
@@ -21,6 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+import partd
 import pytest
 
 import daskless
@@ -101,7 +103,8 @@ def test_a_result_that_cannot_be_stored_names_its_key(tier: ValueTier) -> None:
     tier.release_run("run-c")
 
 
-def test_releasing_a_run_lets_go_of_everything_it_kept(tier: ValueTier, tmp_path: Path) -> None:
+def test_releasing_a_run_lets_go_of_what_readers_could_read(tier: ValueTier,
+                                                           tmp_path: Path) -> None:
     small_object = {"partd-like": [1, 2, 3]}
     for i, value in enumerate([small_object, VALUES["large array"], VALUES["frame"]]):
         tier.dump("run-d", i, f"k{i}", value)
@@ -109,14 +112,14 @@ def test_releasing_a_run_lets_go_of_everything_it_kept(tier: ValueTier, tmp_path
         assert "run-d" in registry.ORIGINALS.runs()
     tier.dump("run-other", 0, "k", small_object)
     tier.release_run("run-d")
-    assert "run-d" not in registry.kept_runs()
-    assert "run-other" in registry.kept_runs() or kind_of(tier) == "reference"
+    assert "run-d" not in registry.readable_runs()
+    assert "run-other" in registry.readable_runs() or kind_of(tier) != "reference"
     deadline = time.monotonic() + 10  # files go in the background
     while (tmp_path / "run-d").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not (tmp_path / "run-d").exists()
     tier.release_run("run-other")
-    assert "run-other" not in registry.kept_runs()
+    assert "run-other" not in registry.readable_runs()
 
 
 def test_large_values_leave_the_store_on_one_machine(tmp_path: Path) -> None:
@@ -131,16 +134,66 @@ def test_large_values_leave_the_store_on_one_machine(tmp_path: Path) -> None:
     files.release_run("run-e")
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_run_going_on_keeps_its_partd_folder_until_it_ends() -> None:
+    kept = KeptOriginals(runs=1, min_age_s=3600)
+    original = partd.File()
+    path = original.path
+    kept.keep("a", original, 100)
+    del original
+    for run in ("b", "c", "d"):  # more runs than the count: "a" may still be going on
+        kept.keep(run, object(), 100)
+    gc.collect()
+    assert os.path.isdir(path) and kept.runs() == ["a", "b", "c", "d"]
+    kept.end("a")  # ended, and more runs than the count are kept: it goes
+    gc.collect()
+    assert not os.path.exists(path) and kept.runs() == ["b", "c", "d"]
+
+
+def test_ended_runs_stay_among_the_most_recent() -> None:
+    kept = KeptOriginals(runs=2, min_age_s=3600)
+    kept.keep("a", object(), 10)
+    kept.end("a")
+    assert kept.runs() == ["a"]  # as a process pool keeps objects a while after a compute
+    kept.keep("b", object(), 10)
+    kept.end("b")
+    kept.keep("c", object(), 10)
+    assert kept.runs() == ["b", "c"]
+
+
+def test_runs_nobody_ends_go_once_past_the_age_and_the_count() -> None:
+    clock = Clock()
+    kept = KeptOriginals(runs=2, min_age_s=300, clock=clock)
+    for run in ("a", "b", "c"):
+        kept.keep(run, object(), 10)
+    assert kept.runs() == ["a", "b", "c"]  # all recent: any may still be going on
+    clock.now = 301
+    kept.keep("c", object(), 10)  # the most recently kept run is the newest
+    kept.keep("d", object(), 10)
+    assert kept.runs() == ["c", "d"]
+
+
 def test_kept_originals_are_bounded_in_bytes() -> None:
-    kept = KeptOriginals(max_bytes=1000, largest=400)
+    kept = KeptOriginals(runs=100, max_bytes=1000, largest=400)
     kept.keep("old", object(), 300)
     kept.keep("old", object(), 300)
+    kept.end("old")
     kept.keep("new", object(), 300)
     kept.keep("new", object(), 399)
     kept.keep("new", object(), 400)  # too large to be worth keeping: array blocks
-    assert kept.runs() == ["new"] and kept.nbytes == 699
-    kept.drop("new")
-    assert kept.runs() == [] and kept.nbytes == 0
+    assert kept.runs() == ["new"] and kept.nbytes == 699  # the ended run made room
+    kept.keep("new", object(), 399)
+    assert kept.runs() == ["new"] and kept.nbytes == 1098  # what a live run needs stays
+    kept.end("new")
+    kept.keep("next", object(), 10)
+    assert kept.runs() == ["next"] and kept.nbytes == 10
 
 
 def test_an_unknown_tier_lists_the_valid_ones() -> None:

@@ -1,40 +1,65 @@
 """What one process keeps for runs, and the one way to let go of it.
 
-Three registries, all keyed by run id and all emptied by :func:`release_run`:
+Three registries, all keyed by run id, all told by :func:`release_run` that a run ended:
 
 - **Kept originals** (:class:`KeptOriginals`). Some objects act on the world when they are
   garbage collected: ``partd.File()`` deletes its directory, which holds data that the copies
   other tasks received keep appending to (dask bag's ``groupby(shuffle="disk")`` would lose
   rows). A worker that dropped such an original as soon as its output was stored would destroy
-  shared data mid-run, so tiers that ship copies keep the originals of small values until the
-  run is released. The registry is bounded twice, so that a long-lived worker never grows
-  without limit: values whose copy is ``largest`` bytes or more are not kept (array blocks
-  delete nothing when collected), and past ``max_bytes`` the runs kept longest go first.
+  shared data mid-run, so tiers that ship copies keep the originals of small values for as long
+  as their run may go on: until the run is released or, where nobody tells (HTTP and Lambda
+  instances), for ``min_age_s`` after the run's last original was kept. A count of recent runs
+  alone is not enough: an instance shared by busy clients sees 8 other runs within a second.
+  Ended runs then stay among the ``runs`` most recent, as dask's process pool keeps its
+  objects for a while after a compute (a disk shuffle's folder outlives the compute, as
+  there). Bounded twice, so that a long-lived worker never grows without limit: values whose
+  copy is ``largest`` bytes or more are not kept (array blocks delete nothing when collected),
+  and past ``max_bytes`` the ended runs, then the stale ones, go first; what a run still going
+  on needs is never dropped.
 - **References** (:func:`put`, :func:`get`): with the in-memory store, objects passed by
-  reference between threads; the store holds a token (see ``ReferenceTier``).
+  reference between threads; the store holds a token (see ``ReferenceTier``). Dropped when the
+  run is released.
 - **Peer values** (:mod:`.peer`): outputs that sibling processes read out of this one's memory.
+  Dropped when the run is released.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from daskless.worker_runtime.values import peer
 
+DEFAULT_RUNS = 8
+DEFAULT_MIN_AGE_S = 300.0
 DEFAULT_MAX_BYTES = 64 * 2**20
 DEFAULT_LARGEST = 256 * 2**10
 REFERENCE_PREFIX = b"\x00daskless-ref:"
 
 
-class KeptOriginals:
-    """Originals per run, bounded in bytes; see the module docstring."""
+@dataclass
+class _Kept:
+    values: list[object] = field(default_factory=list)
+    nbytes: int = 0
+    last: float = 0.0  # when the last original was kept
+    ended: bool = False
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, largest: int = DEFAULT_LARGEST) -> None:
+
+class KeptOriginals:
+    """Originals per run, kept while their run may go on; see the module docstring."""
+
+    def __init__(self, runs: int = DEFAULT_RUNS, min_age_s: float = DEFAULT_MIN_AGE_S,
+                 max_bytes: int = DEFAULT_MAX_BYTES, largest: int = DEFAULT_LARGEST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_runs = runs
+        self.min_age_s = min_age_s
         self.max_bytes = max_bytes
         self.largest = largest
-        self._runs: OrderedDict[str, list[object]] = OrderedDict()
-        self._sizes: dict[str, int] = {}
+        self._clock = clock
+        self._runs: OrderedDict[str, _Kept] = OrderedDict()  # least recently kept first
         self._total = 0
         self._lock = threading.Lock()
 
@@ -42,21 +67,22 @@ class KeptOriginals:
         if nbytes >= self.largest:
             return
         with self._lock:
-            self._runs.setdefault(run_id, []).append(value)
-            self._runs.move_to_end(run_id)
-            self._sizes[run_id] = self._sizes.get(run_id, 0) + nbytes
+            kept = self._runs.pop(run_id, None) or _Kept()
+            kept.values.append(value)
+            kept.nbytes += nbytes
+            kept.last = self._clock()
+            self._runs[run_id] = kept
             self._total += nbytes
-            while self._total > self.max_bytes and len(self._runs) > 1:
-                self._forget(next(iter(self._runs)))
+            dropped = self._evict()
+        del dropped  # collected outside the lock: a dropped original may delete files
 
-    def drop(self, run_id: str) -> None:
+    def end(self, run_id: str) -> None:
+        """The run ended: its originals may go once newer runs need the room."""
         with self._lock:
             if run_id in self._runs:
-                self._forget(run_id)
-
-    def _forget(self, run_id: str) -> None:
-        del self._runs[run_id]
-        self._total -= self._sizes.pop(run_id)
+                self._runs[run_id].ended = True
+            dropped = self._evict()
+        del dropped
 
     def runs(self) -> list[str]:
         with self._lock:
@@ -65,6 +91,19 @@ class KeptOriginals:
     @property
     def nbytes(self) -> int:
         return self._total
+
+    def _evict(self) -> list[_Kept]:
+        dropped: list[_Kept] = []
+        now = self._clock()
+        while len(self._runs) > self.max_runs or self._total > self.max_bytes:
+            victim = next((r for r, k in self._runs.items() if k.ended), None) or next(
+                (r for r, k in self._runs.items() if now - k.last >= self.min_age_s), None)
+            if victim is None:  # every run kept may still go on: nothing can go
+                break
+            kept = self._runs.pop(victim)
+            self._total -= kept.nbytes
+            dropped.append(kept)
+        return dropped
 
 
 ORIGINALS = KeptOriginals()
@@ -92,15 +131,15 @@ def get(token: bytes) -> object:
 
 
 def release_run(run_id: str) -> None:
-    """Drop what this process keeps for a run, whatever its tier (idempotent)."""
-    ORIGINALS.drop(run_id)
+    """The run ended: drop its readable values; its originals may go (idempotent)."""
+    ORIGINALS.end(run_id)
     with _references_lock:
         _references.pop(run_id, None)
     peer.release(run_id)
 
 
-def kept_runs() -> set[str]:
-    """Runs this process still keeps anything for (tests check that releasing empties it)."""
+def readable_runs() -> set[str]:
+    """Runs whose values this process still serves to readers (references, peer values)."""
     with _references_lock:
         runs = set(_references)
-    return runs | set(ORIGINALS.runs()) | set(peer.kept_runs())
+    return runs | set(peer.kept_runs())
