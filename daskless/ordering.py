@@ -58,7 +58,7 @@ def sequenced_writers(graph: Graph) -> dict[Hashable, Hashable]:
         return {}
     from dask.order import order  # only graphs with a disk shuffle pay for it
 
-    priority = order(graph)
+    priority = order(graph)  # type: ignore[arg-type]  # dask types keys narrower than Hashable
     edges: dict[Hashable, Hashable] = {}
     for barrier in barriers:
         writers = sorted((k for k in graph[barrier].dependencies if k in graph),

@@ -2,9 +2,10 @@
 
 Workers write compact records that refer to tasks by id and to workers by invocation
 (``daskless.worker_runtime.metrics``); the client's ``run`` record holds the plan (key,
-partition and inputs of every task; tasks are named here by their key prefix). :func:`load_run` reads them all and :class:`RunMetrics`
-joins them into per-task, per-invocation and per-run facts. Readers (the HTML report, the
-dashboard, ``daskless runs``) only use this module's view.
+partition and inputs of every task; tasks are named here, by dask's key prefix).
+:func:`load_run` reads them all and :class:`RunMetrics` joins them into per-task,
+per-invocation and per-run facts. Readers (the HTML report, the dashboard, ``daskless runs``)
+only use this module's view.
 
 A run's metrics may still be arriving when it is read: workers upload their last batch when
 their invocation ends, which can be just after the client got its results. :func:`load_run`

@@ -4,9 +4,9 @@ Sections per run, each a ``<section>`` with a stable id prefix so that tools and
 ``timings`` (client-side phases, outcome, what is missing), ``task-stream`` (a Gantt chart, one
 lane per worker), ``dag`` (tasks coloured by worker, the critical path outlined in red),
 ``transfers`` (edges by kind: local or via store, bytes and seconds), ``prefixes`` (counts and
-times per dask key prefix, the task names dask's own dashboard shows) and ``workers`` (invocations, cold starts, sub-DAG fetch times). Every task
-shape carries ``data-task`` and ``data-worker`` attributes, and a JSON block (``run-data``)
-repeats the figures the page shows.
+times per dask key prefix, the task names dask's own dashboard shows) and ``workers``
+(invocations, cold starts, sub-DAG fetch times). Every task shape carries ``data-task`` and
+``data-worker`` attributes, and a JSON block (``run-data``) repeats the figures the page shows.
 """
 
 from __future__ import annotations
