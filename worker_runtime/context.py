@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -68,26 +69,51 @@ class SpecCache:
 
 
 class Keepalive:
-    """The originals of small outputs this worker shipped, kept for its most recent runs.
+    """The originals of small outputs this worker shipped, kept while their run may need them.
 
     Some objects act on the world when they are garbage collected: ``partd.File()`` deletes its
     directory, which holds data that the copies other tasks received keep appending to. A worker
     that dropped such an original as soon as its output was stored would destroy shared data
-    mid-run. Originals of small outputs are therefore kept until ``runs`` newer runs have come;
-    large outputs (array blocks) are not kept.
+    mid-run. Originals of small outputs are therefore kept until the run is released
+    (:meth:`release`: the process pool and the thread invoker tell their workers when a run
+    ended) or, where nobody tells (HTTP and Lambda instances), until ``runs`` newer runs have
+    come *and* ``min_age_s`` seconds have passed since the run's last original was kept. The
+    count alone was not enough: an instance shared by busy clients saw 8 other runs within a
+    second, and dropped a disk shuffle's ``partd`` folder while the run's other writers still
+    appended to it. Large outputs (array blocks) are not kept.
     """
 
-    def __init__(self, runs: int = 8) -> None:
+    def __init__(self, runs: int = 8, min_age_s: float = 300.0) -> None:
         self._runs = runs
-        self._kept: OrderedDict[str, list[object]] = OrderedDict()
+        self._min_age_s = min_age_s
+        self._kept: OrderedDict[str, tuple[float, list[object]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def keep(self, run_id: str, value: object) -> None:
+        now = time.monotonic()
+        dropped = []
         with self._lock:
-            self._kept.setdefault(run_id, []).append(value)
-            self._kept.move_to_end(run_id)
+            _, values = self._kept.pop(run_id, (now, []))
+            values.append(value)
+            self._kept[run_id] = (now, values)
             while len(self._kept) > self._runs:
-                self._kept.popitem(last=False)
+                oldest = next(iter(self._kept.values()))
+                if now - oldest[0] < self._min_age_s:
+                    break
+                dropped.append(self._kept.popitem(last=False))
+        # Dropped originals may delete files when collected: not while holding the lock.
+        del dropped
+
+    def release(self, run_id: str) -> None:
+        """The run ended: its originals may go."""
+        with self._lock:
+            released = self._kept.pop(run_id, None)
+        del released
+
+    def runs(self) -> list[str]:
+        """The runs whose originals are kept, oldest first."""
+        with self._lock:
+            return list(self._kept)
 
 
 def worker_id_for(pid: int) -> str:

@@ -55,6 +55,7 @@ def _follow_parent(context: WorkerContext | None = None) -> None:
                 peer_memory.release(run_id)
                 if context is not None:
                     context.specs.forget(run_id)
+                    context.keepalive.release(run_id)
         os._exit(0)
 
     threading.Thread(target=watch, name="daskless-parent-watch", daemon=True).start()

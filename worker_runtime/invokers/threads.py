@@ -38,6 +38,7 @@ class ThreadInvoker:
         """Outputs kept for peer reads live in this process (see ``peer_memory``)."""
         peer_memory.release(run_id)
         self._context.specs.forget(run_id)
+        self._context.keepalive.release(run_id)
 
     def close(self) -> None:
         with self._lock:

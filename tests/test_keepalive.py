@@ -1,0 +1,37 @@
+"""``Keepalive``: originals of shipped outputs live while their run may still need them."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import partd
+
+from daskless.worker_runtime.context import Keepalive
+
+
+def test_a_released_run_lets_go_and_its_partd_folder_goes() -> None:
+    keepalive = Keepalive(runs=1, min_age_s=3600)
+    original = partd.File()
+    path = original.path
+    keepalive.keep("a", original)
+    del original
+    for run in ("b", "c", "d"):  # more runs than the count: "a" is too recent to drop
+        keepalive.keep(run, object())
+    gc.collect()
+    assert os.path.isdir(path)
+    assert keepalive.runs() == ["a", "b", "c", "d"]
+    keepalive.release("a")
+    gc.collect()
+    assert not os.path.exists(path)
+    assert keepalive.runs() == ["b", "c", "d"]
+
+
+def test_without_release_old_runs_beyond_the_count_are_dropped() -> None:
+    keepalive = Keepalive(runs=2, min_age_s=0)
+    for run in ("a", "b", "c", "d"):
+        keepalive.keep(run, object())
+    assert keepalive.runs() == ["c", "d"]
+    keepalive.keep("c", object())  # the most recently kept run is the newest
+    keepalive.keep("e", object())
+    assert keepalive.runs() == ["c", "e"]
