@@ -165,12 +165,12 @@ def report(outcomes: list[Outcome], settings: RunSettings, args: argparse.Namesp
     problems = [p for o in outcomes for p in o.problems]
     problems += comparison_problems(outcomes, args.tolerance)
     print("\n" + format_table(outcomes))
-    diagnostic = format_regressions(outcomes)
-    if diagnostic:
-        print("\n" + diagnostic)
     explained = format_baseline_failures(outcomes)
     if explained:
         print("\n" + explained)
+    diagnostic = format_regressions(outcomes)
+    if diagnostic:
+        print("\n" + diagnostic)
     write_json(args.json, run_record(outcomes, settings, quick_limit(), problems))
     print(f"\nresults: {args.json}")
     for problem in problems:
