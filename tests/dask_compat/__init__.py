@@ -72,8 +72,11 @@ BASELINE_FAILURES: dict[str, str] = {
         ".partd folder in the temporary directory. Forced to the synchronous scheduler, the "
         "pool is never used, and the only partd.File object lives in the test's process; it "
         "is garbage-collected when compute() returns and deletes its folder before the "
-        "assertion looks. In a pool (and under daskless, whose workers keep the originals of "
-        "shipped outputs alive) the folder outlives the compute"
+        "assertion looks. In dask's pool the worker processes still hold their objects until "
+        "the pool closes, so the folder outlives the compute. daskless's memory and default "
+        "configurations fail it like sync: a run's objects are released when it ends. Over "
+        "HTTP it passes: instances are not told that a run ended and keep its originals a "
+        "while longer"
     ),
 }
 
