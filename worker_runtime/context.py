@@ -74,46 +74,64 @@ class Keepalive:
     Some objects act on the world when they are garbage collected: ``partd.File()`` deletes its
     directory, which holds data that the copies other tasks received keep appending to. A worker
     that dropped such an original as soon as its output was stored would destroy shared data
-    mid-run. Originals of small outputs are therefore kept until the run is released
-    (:meth:`release`: the process pool and the thread invoker tell their workers when a run
-    ended) or, where nobody tells (HTTP and Lambda instances), until ``runs`` newer runs have
-    come *and* ``min_age_s`` seconds have passed since the run's last original was kept. The
-    count alone was not enough: an instance shared by busy clients saw 8 other runs within a
-    second, and dropped a disk shuffle's ``partd`` folder while the run's other writers still
-    appended to it. Large outputs (array blocks) are not kept.
+    mid-run. Originals of small outputs are therefore kept for as long as their run may go on:
+    until the run is released (:meth:`release`: the process pool and the thread invoker tell
+    their workers when a run ended) or, where nobody tells (HTTP and Lambda instances), for
+    ``min_age_s`` seconds after the run's last original was kept. A count of recent runs alone
+    was not enough: an instance shared by busy clients saw 8 other runs within a second and
+    dropped a disk shuffle's ``partd`` folder while the run's other writers still appended to
+    it. Ended runs (released, or past that age) stay among the ``runs`` most recent, as a
+    process pool keeps its objects for a while after a compute. Large outputs (array blocks)
+    are not kept.
     """
 
     def __init__(self, runs: int = 8, min_age_s: float = 300.0) -> None:
         self._runs = runs
         self._min_age_s = min_age_s
-        self._kept: OrderedDict[str, tuple[float, list[object]]] = OrderedDict()
+        # Runs that may still be going on, by when their last original was kept.
+        self._active: OrderedDict[str, tuple[float, list[object]]] = OrderedDict()
+        self._ended: OrderedDict[str, list[object]] = OrderedDict()
         self._lock = threading.Lock()
 
     def keep(self, run_id: str, value: object) -> None:
         now = time.monotonic()
-        dropped = []
         with self._lock:
-            _, values = self._kept.pop(run_id, (now, []))
-            values.append(value)
-            self._kept[run_id] = (now, values)
-            while len(self._kept) > self._runs:
-                oldest = next(iter(self._kept.values()))
-                if now - oldest[0] < self._min_age_s:
-                    break
-                dropped.append(self._kept.popitem(last=False))
+            if run_id in self._ended:
+                self._ended[run_id].append(value)
+                self._ended.move_to_end(run_id)
+            else:
+                _, values = self._active.pop(run_id, (now, []))
+                values.append(value)
+                self._active[run_id] = (now, values)
+            dropped = self._evict(now)
         # Dropped originals may delete files when collected: not while holding the lock.
         del dropped
 
     def release(self, run_id: str) -> None:
-        """The run ended: its originals may go."""
+        """The run ended: its originals may go once ``runs`` newer runs have come."""
         with self._lock:
-            released = self._kept.pop(run_id, None)
-        del released
+            entry = self._active.pop(run_id, None)
+            if entry is not None:
+                self._ended[run_id] = entry[1]
+            dropped = self._evict(time.monotonic())
+        del dropped
 
     def runs(self) -> list[str]:
-        """The runs whose originals are kept, oldest first."""
+        """The runs whose originals are kept: ended ones first, then those still going on."""
         with self._lock:
-            return list(self._kept)
+            return [*self._ended, *self._active]
+
+    def _evict(self, now: float) -> list[object]:
+        dropped: list[object] = []
+        while len(self._ended) + len(self._active) > self._runs:
+            if self._ended:
+                dropped.append(self._ended.popitem(last=False))
+                continue
+            oldest = next(iter(self._active.values()))
+            if now - oldest[0] < self._min_age_s:
+                break
+            dropped.append(self._active.popitem(last=False))
+        return dropped
 
 
 def worker_id_for(pid: int) -> str:

@@ -73,10 +73,10 @@ BASELINE_FAILURES: dict[str, str] = {
         "pool is never used, and the only partd.File object lives in the test's process; it "
         "is garbage-collected when compute() returns and deletes its folder before the "
         "assertion looks. In dask's pool the worker processes still hold their objects until "
-        "the pool closes, so the folder outlives the compute. daskless's memory and default "
-        "configurations fail it like sync: a run's objects are released when it ends. Over "
-        "HTTP it passes: instances are not told that a run ended and keep its originals a "
-        "while longer"
+        "the pool closes, so the folder outlives the compute, and so it does under daskless's "
+        "default and http configurations, whose workers keep the originals of shipped outputs "
+        "among their 8 most recent runs after a run ends. The memory configuration fails it "
+        "like sync: its runs pass values by reference and drop the only original with the run"
     ),
 }
 
