@@ -42,6 +42,9 @@ from daskless.worker_runtime.protocol import RunOptions
 from daskless.worker_runtime.store.base import Store
 
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+# Engines by the id they pickle under: unpickling in the same process finds the live engine.
+_by_id: weakref.WeakValueDictionary[str, Engine] = weakref.WeakValueDictionary()
+_by_id_lock = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,15 @@ class RunSummary:
 
 
 class Engine:
-    """Runs Dask graphs on daskless workers; ``Engine(...).get`` is a Dask scheduler."""
+    """Runs Dask graphs on daskless workers; ``Engine(...).get`` is a Dask scheduler.
+
+    An engine pickles by reference (:meth:`__reduce__`), so a task may capture
+    ``daskless.get`` or an engine and compute with it: unpickled in the process that holds the
+    engine it is that very engine; elsewhere (a worker process, an HTTP instance) it is the
+    default engine, or an engine of the same settings, made lazily and starting nothing until
+    used. Inside a task, a compute then runs on the worker's own store (see
+    :meth:`_resources_for_call`).
+    """
 
     def __init__(
         self, store: str | None = None, invoker: str | None = None, workers: int | None = None
@@ -83,7 +94,16 @@ class Engine:
         self._runs: dict[str, RunClient] = {}
         self._persisted: dict[Store, set[str]] = {}
         self.last_run: RunSummary | None = None
+        self._id = uuid.uuid4().hex
         _engines.add(self)
+        with _by_id_lock:
+            _by_id[self._id] = self
+
+    def __reduce__(self) -> tuple[Any, tuple[str, tuple[Any, ...], bool]]:
+        import daskless
+
+        default = vars(daskless).get("default_engine") is self
+        return _engine_by_reference, (self._id, self._settings, default)
 
     # -- the scheduler interface -----------------------------------------------------------
 
@@ -242,6 +262,27 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _engine_by_reference(engine_id: str, settings: tuple[Any, ...], default: bool) -> Engine:
+    """What an unpickled engine is: see :class:`Engine`."""
+    with _by_id_lock:
+        engine = _by_id.get(engine_id)
+    if engine is not None:
+        return engine
+    import daskless
+
+    if default:
+        return daskless.default_engine
+    with _by_id_lock:
+        engine = _by_id.get(engine_id)
+        if engine is None:
+            engine = Engine(*settings)
+            # Later copies of the same engine in this process resolve to this one.
+            del _by_id[engine._id]
+            engine._id = engine_id
+            _by_id[engine_id] = engine
+        return engine
 
 
 def _run_client_steps(graph: Graph, steps: Mapping[Hashable, tuple[Hashable, ...]],

@@ -33,5 +33,13 @@ class PersistedValue:
             raise KeyError(self.key)
         return serialization.loads(blob)
 
+    def __dask_tokenize__(self) -> tuple[str, Hashable, str]:
+        """Deterministic: the key and the store it lives in, as distributed's ``Future`` does.
+
+        Collections rebuilt around persisted values name their graphs after these tokens, so
+        persisting the same collection twice gives equal tokens, and so do later graphs.
+        """
+        return type(self).__name__, self.key, self._store.url
+
     def __repr__(self) -> str:
         return f"<PersistedValue {self.key!r}>"

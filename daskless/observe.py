@@ -1,7 +1,7 @@
 """The client's part of a run's metrics, and the hooks that reports listen to.
 
 Workers record what happens inside a run (``daskless.worker_runtime.metrics``); the client adds what
-only it knows: the plan (every task's key, function, partition and inputs, see :func:`task_columns`)
+only it knows: the plan (every task's key, partition and inputs, see :func:`task_columns`)
 in a ``run`` record written while the workers start, and its own timings (graph conversion,
 partitioning, submission, waiting, collecting results, total) with the run's outcome in a
 ``run-end`` record. Both go to the same per-run metrics stream, so a report or the dashboard
@@ -18,8 +18,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
-
-from dask.utils import funcname, key_split
 
 from daskless import config
 from daskless.exceptions import ConfigurationError
@@ -73,40 +71,19 @@ def metrics_settings() -> MetricsSettings | None:
 def task_columns(plan: Plan) -> dict[str, list[Any]]:
     """What readers need of the plan, as columns indexed by task id.
 
-    ``keys``; ``function`` indexes ``functions``; ``partition``; ``deps`` (input ids). Columns
-    of strings and integers are what JSON encodes fastest, and this runs on the client while
-    the workers start.
+    ``keys`` (as text); ``partition``; ``deps`` (input ids). Columns of strings and integers
+    are what JSON encodes fastest, and this runs on the client while the workers start.
+    Readers name tasks by dask's key prefix (``dask.utils.key_split`` of the key, the names
+    dask's own dashboard shows), so the client names nothing: a fused array task is still
+    ``sum-aggregate`` or ``random_sample``, not the ``_execute_subgraph`` that runs it.
     """
-    functions, function = _function_column(plan)
     partition = [-1] * len(plan.keys)
     deps: list[tuple[int, ...]] = [()] * len(plan.keys)
     for part, spec in plan.specs.items():
         for task_id, info in spec.tasks.items():
             partition[task_id] = part
             deps[task_id] = info.deps
-    return {"keys": [str(k) for k in plan.keys], "functions": functions,
-            "function": function, "partition": partition, "deps": list(deps)}
-
-
-def _function_column(plan: Plan) -> tuple[list[str], list[int]]:
-    """The distinct function names, and the index of each task's (a graph has few)."""
-    functions: list[str] = []
-    by_name: dict[str, int] = {}
-    by_func: dict[int, int] = {}  # id(func) -> index: naming each task's function is slower
-    column: list[int] = []
-    for key in plan.keys:
-        func = getattr(plan.dag[key].payload, "func", None)
-        index = by_func.get(id(func)) if callable(func) else None
-        if index is None:
-            name = funcname(func) if callable(func) else key_split(key)
-            if name not in by_name:
-                by_name[name] = len(functions)
-                functions.append(name)
-            index = by_name[name]
-            if callable(func):
-                by_func[id(func)] = index
-        column.append(index)
-    return functions, column
+    return {"keys": [str(k) for k in plan.keys], "partition": partition, "deps": list(deps)}
 
 
 class RunRecorder:

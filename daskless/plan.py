@@ -8,10 +8,11 @@ inputs, whether the successor is local to its partition).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from daskless.graph import Graph
+from daskless.ordering import sequenced_writers
 from daskless.scheduler.dag import DAG, Node
 from daskless.scheduler.entry_groups import entry_groups
 from daskless.scheduler.partition import Partitioning, partition
@@ -37,8 +38,14 @@ class Plan:
     options: RunOptions
 
 
-def cull(graph: Graph, wanted: Sequence[Hashable]) -> tuple[dict[Hashable, Node], set[Hashable]]:
-    """The nodes needed for ``wanted`` and the keys they need from outside the graph."""
+def cull(graph: Graph, wanted: Sequence[Hashable],
+         after: Mapping[Hashable, Hashable] | None = None,
+         ) -> tuple[dict[Hashable, Node], set[Hashable]]:
+    """The nodes needed for ``wanted`` and the keys they need from outside the graph.
+
+    ``after`` adds ordering edges ``{task: task it must follow}`` (see
+    :mod:`daskless.ordering`) to the dependencies the nodes carry.
+    """
     nodes: dict[Hashable, Node] = {}
     external: set[Hashable] = set()
     stack = [k for k in wanted if k in graph]
@@ -47,6 +54,8 @@ def cull(graph: Graph, wanted: Sequence[Hashable]) -> tuple[dict[Hashable, Node]
         if key in nodes:
             continue
         deps = tuple(graph[key].dependencies)
+        if after and key in after:
+            deps += (after[key],)
         nodes[key] = Node(key, graph[key], deps)
         for dep in deps:
             if dep in graph:
@@ -78,7 +87,7 @@ def make_plan(
 ) -> Plan:
     """Validate, partition and describe a run; see the module docstring."""
     wanted_external = check_requested(graph, wanted, missing)
-    nodes, external = cull(graph, wanted)
+    nodes, external = cull(graph, wanted, sequenced_writers(graph))
     absent = missing([key_name(k) for k in external])
     available = {k for k in external if key_name(k) not in absent}
     dag = DAG(nodes, external=available)

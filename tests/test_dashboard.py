@@ -16,10 +16,12 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import dask
+import dask.array as da
 import pytest
 from dask import delayed
 
@@ -146,6 +148,31 @@ def test_dashboard_follows_a_run_live_and_replays_it(
             runner.join(60)
         engine.close()
         store.close()
+
+
+def test_dashboard_names_fused_array_tasks_by_key_prefix(
+    redis_url: str, browser: Any
+) -> None:
+    x = (da.ones((40, 40), chunks=10) + 1).T.sum(axis=0)
+    store = RedisStore(redis_url)
+    try:
+        with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine, \
+                BackgroundDashboard(store, port=free_port()) as dashboard:
+            assert x.compute(scheduler=engine.get).tolist() == [80.0] * 40
+            assert engine.last_run is not None
+            run_id, tasks = engine.last_run.run_id, engine.last_run.tasks - 1  # less finalize
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{dashboard.url}/#run={run_id}")
+            page.wait_for_function(
+                f"document.querySelectorAll('#dag circle.task').length === {tasks}")
+            titles = page.eval_on_selector_all(
+                "#dag circle.task", "cs => cs.map(c => c.firstChild.textContent)")
+            page.close()
+    finally:
+        store.close()
+    # "<key> (<prefix>)": fused blocks run dask's subgraph executor but keep their names.
+    names = Counter(t.split("\n")[0].rsplit(" (", 1)[1].rstrip(")") for t in titles)
+    assert names == {"sum": 16, "sum-aggregate": 4}
 
 
 def test_dashboard_assets_are_local(redis_url: str) -> None:

@@ -16,8 +16,12 @@ from html.parser import HTMLParser
 from typing import Any
 
 import dask
+import dask.array as da
 import pytest
 from dask import delayed
+from dask._expr import FinalizeCompute
+from dask.base import collections_to_expr
+from dask.utils import key_split
 
 import daskless
 from daskless import cli
@@ -92,14 +96,14 @@ def test_report_sections_and_figures_match_the_run_events(
     _, compact = store.read_metrics(run.run_id, "0", timeout_s=0)
     records = list(metrics.expand(compact))
     plan = next(r[1] for r in records if r[0] == "run")
-    functions = [plan["functions"][f] for f in plan["function"]]
+    prefixes = [key_split(k) for k in plan["keys"]]
     workers = {r[1]: r[2] for r in records if r[0] == "inv"}
     tasks = {r[2]: r for r in records if r[0] == "task"}
     assert len(tasks) == len(plan["keys"]) == len(plan["deps"]) == 127
 
     page = Page()
     page.feed(path.read_text())
-    assert page.sections == ["timings", "task-stream", "dag", "transfers", "functions",
+    assert page.sections == ["timings", "task-stream", "dag", "transfers", "prefixes",
                              "workers"]
     assert page.urls == []  # self-contained: nothing is loaded from elsewhere
     assert {int(b["data-task"]): b["data-worker"] for b in page.bars} == {
@@ -108,7 +112,7 @@ def test_report_sections_and_figures_match_the_run_events(
     (data,) = page.data
     assert data["run_id"] == run.run_id and data["status"] == "ok"
     assert data["recorded"] == 127
-    assert data["functions"] == dict(Counter(functions[t] for t in tasks))
+    assert data["prefixes"] == dict(Counter(prefixes[t] for t in tasks))
     assert data["workers"] == dict(Counter(workers[r[1]] for r in tasks.values()))
     downloads = [i for r in tasks.values() for i in r[5]]
     assert data["transfers"]["via store"] == {"edges": len(downloads),
@@ -121,6 +125,32 @@ def test_report_sections_and_figures_match_the_run_events(
     for before, after in itertools.pairwise(path_ids):
         assert before in plan["deps"][after]
     assert path_ids[-1] == plan["requested"][0]
+
+
+def test_fused_array_tasks_are_named_by_key_prefix(
+    redis_url: str, store: RedisStore, tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    x = (da.ones((40, 40), chunks=10) + 1).T.sum(axis=0)
+    graph = FinalizeCompute(collections_to_expr([x], True)).optimize().__dask_graph__()
+    # The graph really is fused: its tasks run dask's subgraph executor.
+    assert any(getattr(getattr(n, "func", None), "__name__", "") == "_execute_subgraph"
+               for n in graph.values())
+    expected = Counter(key_split(k) for k in graph if not key_split(k).startswith("finalize"))
+    path = tmp_path / "fused.html"
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine, \
+            daskless.performance_report(path) as report:
+        assert x.compute(scheduler=engine.get).tolist() == [80.0] * 40
+    (run,) = report.metrics
+    assert Counter(t.prefix for t in run.tasks) == expected
+    assert "_execute_subgraph" not in expected
+    page = Page()
+    page.feed(path.read_text())
+    assert page.data[0]["prefixes"] == dict(expected)
+    assert cli.main(["runs", "--store", redis_url]) == 0
+    listing = capsys.readouterr().out
+    (name, count) = expected.most_common(1)[0]
+    assert f"{name} {count}" in listing and "_execute_subgraph" not in listing
 
 
 def test_runs_and_report_commands_read_stored_metrics(

@@ -6,7 +6,7 @@ The browser asks this server for two things:
 
 - ``GET /api/runs[?limit=N]``: the newest stored runs with their status and counts (JSON).
 - ``GET /api/runs/<run_id>/events``: a server-sent event stream of one run. It starts with a
-  ``plan`` event (every task with its key, function, partition, inputs and layout position),
+  ``plan`` event (every task with its key, key prefix, partition, inputs and layout position),
   then ``records`` events carrying the run's metric records as they arrive, and ends with a
   ``complete`` event once everything is accounted for. The server follows the run's metrics
   stream with blocking reads (in a worker thread, so the event loop never blocks), so a run in

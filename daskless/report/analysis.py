@@ -116,7 +116,7 @@ def transfers(run: RunMetrics) -> dict[str, EdgeTotals]:
 
 
 @dataclass
-class FunctionSummary:
+class PrefixSummary:
     name: str
     count: int = 0
     total_s: float = 0.0
@@ -129,13 +129,13 @@ class FunctionSummary:
         return self.total_s / self.count if self.count else 0.0
 
 
-def by_function(run: RunMetrics) -> list[FunctionSummary]:
-    """Per-function counts and times of the recorded tasks, slowest total first."""
-    summaries: dict[str, FunctionSummary] = {}
+def by_prefix(run: RunMetrics) -> list[PrefixSummary]:
+    """Per key prefix counts and times of the recorded tasks, slowest total first."""
+    summaries: dict[str, PrefixSummary] = {}
     for task in run.tasks:
         if task.start is None:
             continue
-        summary = summaries.setdefault(task.func, FunctionSummary(task.func))
+        summary = summaries.setdefault(task.prefix, PrefixSummary(task.prefix))
         summary.count += 1
         summary.total_s += task.duration
         summary.max_s = max(summary.max_s, task.duration)
@@ -162,7 +162,7 @@ def plan_view(run: RunMetrics) -> dict[str, Any]:
         "run_id": run.run_id,
         "started": run.started,
         "tasks": [
-            {"id": t.id, "key": t.key, "func": t.func, "partition": t.partition,
+            {"id": t.id, "key": t.key, "prefix": t.prefix, "partition": t.partition,
              "deps": t.deps, "x": round(positions[t.id][0], 5), "y": round(positions[t.id][1], 5)}
             for t in run.tasks
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -52,8 +53,15 @@ def resolve_run(store: RedisStore, wanted: str) -> str:
     raise RunNotFoundError(f"run {wanted!r} {what}; `daskless runs` lists the stored runs")
 
 
+def largest_prefixes(run: RunMetrics, shown: int = 3) -> str:
+    """The run's most numerous task groups by dask key prefix, as ``name count`` pairs."""
+    counts = Counter(task.prefix for task in run.tasks)
+    return ", ".join(f"{name} {n}" for name, n in counts.most_common(shown))
+
+
 def runs_table(runs: list[RunMetrics]) -> str:
-    headers = ["run", "started (UTC)", "status", "tasks", "recorded", "workers", "total"]
+    headers = ["run", "started (UTC)", "status", "tasks", "recorded", "workers", "total",
+               "largest key prefixes"]
     rows = [headers]
     for run in runs:
         total = run.timings.get("total")
@@ -63,6 +71,7 @@ def runs_table(runs: list[RunMetrics]) -> str:
             str(len(run.tasks) - len(run.missing_tasks)),
             str(len({i.worker for i in run.invocations.values()})),
             f"{total:.3f} s" if total is not None else "-",
+            largest_prefixes(run),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

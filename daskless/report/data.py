@@ -1,10 +1,11 @@
 """A run's metrics as objects: read the records of one run's metrics stream and join them.
 
 Workers write compact records that refer to tasks by id and to workers by invocation
-(``daskless.worker_runtime.metrics``); the client's ``run`` record holds the plan (key, function,
-partition and inputs of every task). :func:`load_run` reads them all and :class:`RunMetrics`
-joins them into per-task, per-invocation and per-run facts. Readers (the HTML report, the
-dashboard, ``daskless runs``) only use this module's view.
+(``daskless.worker_runtime.metrics``); the client's ``run`` record holds the plan (key,
+partition and inputs of every task; tasks are named here, by dask's key prefix).
+:func:`load_run` reads them all and :class:`RunMetrics` joins them into per-task,
+per-invocation and per-run facts. Readers (the HTML report, the dashboard, ``daskless runs``)
+only use this module's view.
 
 A run's metrics may still be arriving when it is read: workers upload their last batch when
 their invocation ends, which can be just after the client got its results. :func:`load_run`
@@ -20,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dask.utils import key_split
+
 from daskless.worker_runtime import metrics
 from daskless.worker_runtime.store.base import Store
 
@@ -30,7 +33,8 @@ class TaskMetrics:
 
     id: int
     key: str
-    func: str
+    prefix: str
+    """dask's key prefix (``key_split``): how dask's own dashboard groups and names tasks."""
     partition: int
     deps: list[int]
     inv: str | None = None
@@ -105,10 +109,11 @@ class RunMetrics:
         self.partitions = int(body["partitions"])
         self.requested = list(body["requested"])
         self.strategy = str(body.get("strategy", ""))
-        names = body["functions"]
-        columns = zip(body["keys"], body["function"], body["partition"], body["deps"])
-        self.tasks = [TaskMetrics(i, key, names[func], part, list(deps))
-                      for i, (key, func, part, deps) in enumerate(columns)]
+        # Plans recorded before prefixes were read from keys also carried function names;
+        # the keys alone are enough for those too.
+        columns = zip(body["keys"], body["partition"], body["deps"])
+        self.tasks = [TaskMetrics(i, key, key_split(key), part, list(deps))
+                      for i, (key, part, deps) in enumerate(columns)]
         self.records -= len(early)
         self.add(early)
 

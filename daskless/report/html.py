@@ -3,10 +3,10 @@
 Sections per run, each a ``<section>`` with a stable id prefix so that tools and tests find them:
 ``timings`` (client-side phases, outcome, what is missing), ``task-stream`` (a Gantt chart, one
 lane per worker), ``dag`` (tasks coloured by worker, the critical path outlined in red),
-``transfers`` (edges by kind: local or via store, bytes and seconds), ``functions`` (per-function
-counts and times) and ``workers`` (invocations, cold starts, sub-DAG fetch times). Every task
-shape carries ``data-task`` and ``data-worker`` attributes, and a JSON block (``run-data``)
-repeats the figures the page shows.
+``transfers`` (edges by kind: local or via store, bytes and seconds), ``prefixes`` (counts and
+times per dask key prefix, the task names dask's own dashboard shows) and ``workers``
+(invocations, cold starts, sub-DAG fetch times). Every task shape carries ``data-task`` and
+``data-worker`` attributes, and a JSON block (``run-data``) repeats the figures the page shows.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def task_stream_section(run: RunMetrics, sid: str, palette: dict[str, str]) -> s
         parts.append(
             f'<rect class="task" data-task="{task.id}" data-worker="{esc(task.worker)}" '
             f'x="{x:.1f}" y="{y}" width="{w:.2f}" height="{lane_h - 6}" fill="{fill}">'
-            f"<title>{esc(task.key)} ({esc(task.func)}): {fmt_s(task.duration)}</title></rect>")
+            f"<title>{esc(task.key)} ({esc(task.prefix)}): {fmt_s(task.duration)}</title></rect>")
     axis_y = height - 8
     parts.append(f'<text x="{label_w}" y="{axis_y}" font-size="11">0</text>'
                  f'<text x="{WIDTH - 60}" y="{axis_y}" font-size="11">{fmt_s(span)}</text>')
@@ -168,12 +168,12 @@ def transfers_section(run: RunMetrics, sid: str) -> str:
             f"{table(['edge type', 'count', 'bytes', 'time'], rows, 'transfers')}</section>")
 
 
-def functions_section(run: RunMetrics, sid: str) -> str:
+def prefixes_section(run: RunMetrics, sid: str) -> str:
     rows = [[f.name, f.count, fmt_s(f.total_s), fmt_s(f.mean_s), fmt_s(f.max_s),
-             fmt_bytes(f.output_bytes), f.erred] for f in analysis.by_function(run)]
-    headers = ["function", "tasks", "total", "mean", "max", "output uploaded", "erred"]
-    return (f'<section id="functions-{sid}"><h2>Functions</h2>'
-            f"{table(headers, rows, 'functions')}</section>")
+             fmt_bytes(f.output_bytes), f.erred] for f in analysis.by_prefix(run)]
+    headers = ["key prefix", "tasks", "total", "mean", "max", "output uploaded", "erred"]
+    return (f'<section id="prefixes-{sid}"><h2>Tasks by key prefix</h2>'
+            f"{table(headers, rows, 'prefixes')}</section>")
 
 
 def workers_section(run: RunMetrics, sid: str) -> str:
@@ -192,7 +192,7 @@ def run_data(run: RunMetrics) -> dict[str, Any]:
         "run_id": run.run_id, "status": run.status, "tasks": len(run.tasks),
         "recorded": len(run.tasks) - len(run.missing_tasks),
         "workers": {w: sum(t.worker == w for t in run.tasks) for w in analysis.workers(run)},
-        "functions": {f.name: f.count for f in analysis.by_function(run)},
+        "prefixes": {f.name: f.count for f in analysis.by_prefix(run)},
         "transfers": {k: {"edges": t.edges, "bytes": t.bytes} for k, t in totals.items()},
         "critical_path": analysis.critical_path(run.tasks), "timings": run.timings,
     }
@@ -207,7 +207,7 @@ def render_run(run: RunMetrics) -> str:
             f"<p class='muted'>{when}: {esc(run.summary())}</p>"
             f"{timings_section(run, sid)}{task_stream_section(run, sid, palette)}"
             f"{dag_section(run, sid, palette)}{transfers_section(run, sid)}"
-            f"{functions_section(run, sid)}{workers_section(run, sid)}"
+            f"{prefixes_section(run, sid)}{workers_section(run, sid)}"
             f'<script type="application/json" class="run-data">{data}</script></article>')
 
 

@@ -221,3 +221,32 @@ def test_bag_groupby_on_disk_loses_nothing(engine: daskless.Engine) -> None:
     b = db.from_sequence(list(range(10)) * 3, npartitions=3)
     got = dict(b.groupby(lambda x: x, shuffle="disk").compute(scheduler=engine.get))
     assert got == {i: [i, i, i] for i in range(10)}
+
+
+def test_disk_shuffle_survives_other_runs_meanwhile(engine: daskless.Engine) -> None:
+    # The worker that made the partd store keeps its original (whose collection deletes the
+    # folder) while the run goes on, however many other runs pass through that worker.
+    import time
+
+    def slow_key(x: int) -> int:
+        time.sleep(0.01)
+        return x % 7
+
+    done = threading.Event()
+
+    def other_runs() -> None:
+        while not done.is_set():
+            engine.get({"x": 1, "y": (inc, "x")}, "y")
+
+    others = [threading.Thread(target=other_runs) for _ in range(2)]
+    for t in others:
+        t.start()
+    try:
+        b = db.from_sequence(list(range(210)), npartitions=21)
+        got = dict(b.groupby(slow_key, shuffle="disk").compute(scheduler=engine.get))
+    finally:
+        done.set()
+        for t in others:
+            t.join()
+    assert {k: sorted(v) for k, v in got.items()} == {
+        k: [x for x in range(210) if x % 7 == k] for k in range(7)}

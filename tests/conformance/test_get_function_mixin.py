@@ -21,3 +21,9 @@ class TestRedisProcesses(GetFunctionTestMixin):
     @pytest.fixture(autouse=True)
     def _engine(self, redis_engine: daskless.Engine, redis_url: str) -> None:
         self.get: Callable[..., Any] = redis_engine.get
+
+
+class TestRedisHttp(GetFunctionTestMixin):
+    @pytest.fixture(autouse=True)
+    def _engine(self, http_engine: daskless.Engine, redis_url: str) -> None:
+        self.get: Callable[..., Any] = http_engine.get

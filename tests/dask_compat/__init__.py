@@ -52,6 +52,35 @@ DESELECTED: dict[str, str] = {
 }
 
 
+#: Tests left out to keep the job's time within budget (``make test`` on 2 cores), by node id as
+#: above; the rest of their module still runs. Measured per test under the default
+#: configuration, so the trimmed subset is deterministic and documented.
+TRIMMED: dict[str, str] = {
+    "dask/dataframe/tests/test_shuffle.py::test_dataframe_shuffle_on_arg": (
+        "about 230 parametrizations of one shuffle: 118 s of the module's 256 s under the "
+        "default configuration (16 s under sync); the module's other shuffle, set_index and "
+        "sort_values tests exercise the same shuffle paths"
+    ),
+}
+
+#: Tests that fail under the sync baseline itself, and why. They are printed with the table
+#: and written to the JSON so a baseline failure is never left unexplained.
+BASELINE_FAILURES: dict[str, str] = {
+    "dask/bag/tests/test_bag.py::test_temporary_directory": (
+        "needs a process pool so that the partd files persist: the test passes "
+        "a ProcessPoolExecutor as `pool` and checks that bag groupby's disk shuffle left a "
+        ".partd folder in the temporary directory. Forced to the synchronous scheduler, the "
+        "pool is never used, and the only partd.File object lives in the test's process; it "
+        "is garbage-collected when compute() returns and deletes its folder before the "
+        "assertion looks. In dask's pool the worker processes still hold their objects until "
+        "the pool closes, so the folder outlives the compute, and so it does under daskless's "
+        "default and http configurations, whose workers keep the originals of shipped outputs "
+        "among their 8 most recent runs after a run ends. The memory configuration fails it "
+        "like sync: its runs pass values by reference and drop the only original with the run"
+    ),
+}
+
+
 def quick_limit() -> int:
     """N from DASKLESS_COMPAT_QUICK, or 0 when it is unset (keep every test)."""
     raw = os.environ.get(ENV_QUICK, "").strip()
@@ -74,4 +103,9 @@ PROCESS_ISOLATION = {
         "counts calls through a closure variable that a worker process cannot update",
     "dask/bag/tests/test_bag.py::test_reductions_are_lazy":
         "the graph holds a generator, which cannot be sent to another process",
+    "dask/dataframe/tests/test_shuffle.py::test_disk_shuffle_with_unknown_compression":
+        "the disk shuffle's partd factory drops its compression setting when pickled and "
+        "reads dask.config again where it is unpickled; the test sets the bad value with "
+        "dask.config.set in the caller only, so a worker process never sees it (dask's "
+        "processes scheduler raises no error either)",
 }

@@ -7,7 +7,10 @@ Redis and worker processes) the installed dask test modules run in a separate py
 (see :mod:`tests.dask_compat.runner`). Then a table of passed / failed / errors / skipped /
 xfailed / forced ``get`` calls / seconds is printed and written to
 ``tests/dask_compat/last_run.json``, followed by the tests that passed under sync but not
-under each daskless configuration.
+under each daskless configuration and the reasons for the baseline's own failures. Each
+configuration prints when it starts, a progress line every 30 s and its counts and time when
+it ends; its ``pytest.log``, ``junit.xml`` and call counts stay in
+``tests/output/compat/<configuration>/`` (or ``--artifacts``) until the next run.
 
 Exit status 1 if any configuration passes more than ``--tolerance`` (2) fewer tests than the
 baseline, if any configuration's forced ``get`` was never called (the forcing did not work),
@@ -23,21 +26,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.dask_compat import DESELECTED, ENV_QUICK, ENV_TARGETS, quick_limit
+from tests.dask_compat import DESELECTED, ENV_QUICK, ENV_TARGETS, TRIMMED, quick_limit
 from tests.dask_compat.report import (
     comparison_problems,
+    format_baseline_failures,
     format_regressions,
     format_table,
     run_record,
     write_json,
 )
 from tests.dask_compat.runner import (
+    DEFAULT_ARTIFACTS,
     DEFAULT_MODULES,
     PACKAGE_DIR,
     Configuration,
@@ -92,8 +96,9 @@ def add_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifacts",
         type=Path,
-        help="keep logs, JUnit XML and counts here (default: a temporary directory, "
-        "removed after a clean run)",
+        default=DEFAULT_ARTIFACTS,
+        help="keep logs, JUnit XML and counts here, one folder per configuration, until the "
+        "next run (default: %(default)s)",
     )
     parser.add_argument(
         "--json",
@@ -116,11 +121,12 @@ def select(
     return [c for c in configurations if c.name in wanted]
 
 
-def applicable_deselections(modules: Sequence[str]) -> list[str]:
+def applicable_deselections(modules: Sequence[str],
+                            reasons: dict[str, str] = DESELECTED) -> list[str]:
     files = {module.split("::", 1)[0] for module in modules}
     return [
         f"{node}: {reason}"
-        for node, reason in DESELECTED.items()
+        for node, reason in reasons.items()
         if any(f.endswith(node.split("::", 1)[0]) for f in files)
     ]
 
@@ -132,6 +138,9 @@ def print_intro(selected: Sequence[Configuration], settings: RunSettings, quick:
         print(f"quick mode ({ENV_QUICK}): first {quick} tests of every module only")
     for line in applicable_deselections(settings.modules):
         print(f"deselected by design: {line}")
+    for line in applicable_deselections(settings.modules, TRIMMED):
+        print(f"trimmed for time: {line}")
+    print(f"artifacts: {settings.artifacts}/<configuration>/ (pytest.log, junit.xml)")
     print(f"configurations: {', '.join(c.name for c in selected)}\n", flush=True)
 
 
@@ -139,9 +148,14 @@ def run_all(selected: Sequence[Configuration], settings: RunSettings) -> list[Ou
     outcomes = []
     for configuration in selected:
         config = json.dumps(configuration.config, sort_keys=True)
-        print(f"[{configuration.name}] {configuration.target} {config}", flush=True)
+        started = time.strftime("%H:%M:%S")
+        print(f"[{configuration.name}] started {started}: {configuration.target} {config}",
+              flush=True)
         outcome = run_configuration(configuration, settings)
-        print(f"[{configuration.name}] pytest: {outcome.summary}", flush=True)
+        c = outcome.counts
+        print(f"[{configuration.name}] finished in {outcome.seconds:.0f} s: {c['passed']} "
+              f"passed, {c['failed']} failed, {c['error']} errors, {c['skipped']} skipped, "
+              f"{c['xfailed']} xfailed (pytest: {outcome.summary})", flush=True)
         outcomes.append(outcome)
     return outcomes
 
@@ -151,6 +165,9 @@ def report(outcomes: list[Outcome], settings: RunSettings, args: argparse.Namesp
     problems = [p for o in outcomes for p in o.problems]
     problems += comparison_problems(outcomes, args.tolerance)
     print("\n" + format_table(outcomes))
+    explained = format_baseline_failures(outcomes)
+    if explained:
+        print("\n" + explained)
     diagnostic = format_regressions(outcomes)
     if diagnostic:
         print("\n" + diagnostic)
@@ -167,16 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser([c.name for c in configurations])
     args = parser.parse_args(argv)
     selected = select(configurations, args.only, parser)
-    artifacts = args.artifacts or Path(tempfile.mkdtemp(prefix="dask_compat-"))
     settings = RunSettings(
-        tuple(args.modules), args.workers, args.timeout, args.session_timeout, artifacts.resolve()
+        tuple(args.modules), args.workers, args.timeout, args.session_timeout,
+        Path(args.artifacts).resolve(),
     )
     print_intro(selected, settings, quick_limit())
     status = report(run_all(selected, settings), settings, args)
-    if args.artifacts is None and status == 0:
-        shutil.rmtree(artifacts, ignore_errors=True)
-    else:
-        print(f"logs, JUnit XML and call counts: {settings.artifacts}")
+    print(f"logs, JUnit XML and call counts: {settings.artifacts}/<configuration>/")
     return status
 
 

@@ -52,6 +52,7 @@ from tests.dask_compat import (
     ENV_COUNT_FILE,
     ENV_TARGET,
     SYNC_TARGET,
+    TRIMMED,
     quick_limit,
 )
 
@@ -193,9 +194,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def is_deselected(nodeid: str) -> str | None:
-    """The reason ``nodeid`` is deselected by design, or None."""
+    """The reason ``nodeid`` is deselected (by design, or trimmed for time), or None."""
     base = nodeid.split("[", 1)[0]
-    for key, reason in DESELECTED.items():
+    for key, reason in {**DESELECTED, **TRIMMED}.items():
         if nodeid.endswith(key) or base.endswith(key):
             return reason
     return None

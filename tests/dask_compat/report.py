@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from tests.dask_compat import PROCESS_ISOLATION
+from tests.dask_compat import BASELINE_FAILURES, PROCESS_ISOLATION
 from tests.dask_compat.runner import BASELINE, Outcome, RunSettings
 
 COLUMNS = (
@@ -142,6 +142,30 @@ def format_regressions(outcomes: list[Outcome]) -> str:
     return "\n\n".join(blocks)
 
 
+def explained_failures(outcome: Outcome) -> dict[str, str]:
+    """This run's failures and errors that ``BASELINE_FAILURES`` explains, with the reason."""
+    return {
+        test: BASELINE_FAILURES.get(test, "unexplained")
+        for test, status in sorted(outcome.statuses.items())
+        if status in ("failed", "error") and test in BASELINE_FAILURES
+    }
+
+
+def format_baseline_failures(outcomes: list[Outcome]) -> str:
+    """Why the baseline's own failures fail (printed under the table); '' if none."""
+    baseline = find_baseline(outcomes)
+    if baseline is None:
+        return ""
+    failing = [t for t, s in sorted(baseline.statuses.items()) if s in ("failed", "error")]
+    if not failing:
+        return ""
+    lines = [f"Failing under {BASELINE} itself: {len(failing)}"]
+    for test in failing:
+        reason = BASELINE_FAILURES.get(test, "not explained: see the log")
+        lines.append(f"  {test}\n      why: {reason}")
+    return "\n".join(lines)
+
+
 def not_passing(outcome: Outcome, status: str) -> list[str]:
     return sorted(test for test, s in outcome.statuses.items() if s == status)
 
@@ -162,6 +186,7 @@ def outcome_record(outcome: Outcome, baseline: Outcome | None) -> dict[str, Any]
         "log": str(outcome.log),
         "failed_tests": not_passing(outcome, "failed"),
         "error_tests": not_passing(outcome, "error"),
+        "explained_failures": explained_failures(outcome),
     }
     if baseline is not None and outcome is not baseline:
         record["regressions"] = regressions(baseline, outcome)

@@ -229,7 +229,7 @@ class RunView {
       node.setAttribute("data-state", state);
       const task = this.tasks[t];
       const ran = this.end[t] !== null ? `, ${fmtS(this.end[t] - this.start[t])}` : "";
-      node.firstChild.textContent = `${task.key} (${task.func})\n${state}${
+      node.firstChild.textContent = `${task.key} (${task.prefix})\n${state}${
         worker ? ` on ${worker}` : ""}${ran}`;
     });
     this.drawProgress(counts);
