@@ -105,8 +105,12 @@ def tls_url(protected: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
     port = server.sockets[0].getsockname()[1]
     yield (f"rediss://:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/0"
            f"?ssl_ca_certs={quote(str(cert), safe='')}&ssl_cert_reqs=required")
-    server.close()
-    asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
+
+    async def close() -> None:  # on the loop's own thread: asyncio objects are not thread-safe
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(close(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
 
