@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from daskless import config
 from daskless.config import Backend
+from daskless.worker_runtime import faults
 from daskless.worker_runtime.context import Invoker
 from daskless.worker_runtime.errors import ConfigurationError
 from daskless.worker_runtime.invokers.aws_lambda import SCHEME as LAMBDA_SCHEME
@@ -280,7 +281,9 @@ def start(backend: Backend, notify: Notify) -> Resources:
     closers: list[Closer] = []
     try:
         store, server = store_choice.construct(backend.store, closers)
-        invoker = invoker_choice.construct(backend.invoker, store, backend.workers, notify)
+        # Tests arm invocation faults (duplicates, delays, drops) here; otherwise unchanged.
+        invoker = faults.wrap(
+            invoker_choice.construct(backend.invoker, store, backend.workers, notify))
     except BaseException:
         while closers:
             closers.pop()()

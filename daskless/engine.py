@@ -29,10 +29,10 @@ from daskless.backends import Resources, start
 from daskless.callbacks import CallbackDriver, driving
 from daskless.config import Backend
 from daskless.futures import PersistedValue
-from daskless.graph import Graph, materialize, requested_keys
-from daskless.plan import make_plan
+from daskless.graph import Annotations, Graph, materialize, requested_keys
+from daskless.plan import Retries, make_plan
 from daskless.progressbar import configured_progress
-from daskless.run import RunClient, TaskFailed, fetch_persisted
+from daskless.run import Following, RunClient, TaskFailed, fetch_persisted
 from daskless.worker_runtime import context
 from daskless.worker_runtime.errors import StoreUnavailableError
 from daskless.worker_runtime.events import Event
@@ -111,9 +111,9 @@ class Engine:
         """Compute ``keys`` of ``dsk``; Dask's scheduler contract."""
         start = time.perf_counter()
         with gcpause.paused(config.get("tuning.gc-pause")):  # see daskless.gcpause
-            graph, _annotations = materialize(dsk)
+            graph, annotations = materialize(dsk)
             wanted = requested_keys(keys)
-            _store, results = self._compute(graph, wanted, kwargs, persist=False,
+            _store, results = self._compute(graph, wanted, kwargs, annotations, persist=False,
                                             convert_s=time.perf_counter() - start)
         return nested_get(keys, results)
 
@@ -124,8 +124,8 @@ class Engine:
             expr = collections_to_expr(collections, optimize_graph).optimize()
             keys_per_collection = [list(flatten(k)) for k in expr.__dask_keys__()]
             wanted = [k for ks in keys_per_collection for k in ks]
-            graph, _annotations = materialize(expr)
-            store, _ = self._compute(graph, wanted, kwargs, persist=True)
+            graph, annotations = materialize(expr)
+            store, _ = self._compute(graph, wanted, kwargs, annotations, persist=True)
         futures = {k: PersistedValue(k, store) for k in wanted}
         pairs = zip(collections, keys_per_collection)
         return [self._rebuild(c, ks, futures) for c, ks in pairs]
@@ -133,18 +133,20 @@ class Engine:
     # -- runs ------------------------------------------------------------------------------
 
     def _compute(self, graph: Graph, wanted: list[Hashable], kwargs: dict[str, Any],
-                 persist: bool, convert_s: float = 0.0) -> tuple[Store, dict[Hashable, object]]:
+                 annotations: Annotations, persist: bool,
+                 convert_s: float = 0.0) -> tuple[Store, dict[Hashable, object]]:
         resources, owned = self._resources_for_call()
+        retries = Retries(int(kwargs.get("retries") or 0), annotations.get("retries", {}))
         try:
             return resources.store, self._run(resources, graph, wanted, kwargs, persist,
-                                              convert_s)
+                                              convert_s, retries)
         finally:
             if owned:
                 resources.close()
 
     def _run(self, resources: Resources, graph: Graph, wanted: list[Hashable],
-             kwargs: dict[str, Any], persist: bool,
-             convert_s: float = 0.0) -> dict[Hashable, object]:
+             kwargs: dict[str, Any], persist: bool, convert_s: float,
+             retries: Retries) -> dict[Hashable, object]:
         run_id = uuid.uuid4().hex
         options = self._options(kwargs, persist, resources)
         recorder = observe.RunRecorder(resources.store, run_id, options.metrics, convert_s)
@@ -158,7 +160,7 @@ class Engine:
             steps = {} if persist else finalize.client_steps(graph, wanted)
             requested, wanted = wanted, finalize.run_keys(wanted, steps)
             plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted,
-                             options, workers)
+                             options, workers, retries)
             recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
             driver.started(plan.dag, steps)
             self.last_run = RunSummary(run_id, len(plan.keys) + len(steps),
@@ -166,20 +168,26 @@ class Engine:
                                        store if options.metrics is not None else None)
             if not plan.keys:
                 return {} if persist else fetch_persisted(store, wanted)
+            following = Following(
+                start_timeout_s=float(config.get("start-timeout")),
+                lease_s=float(config.get("lease")),
+                allowed_failures=int(config.get("allowed-failures")),
+                parallelism=parallelism, workers=workers, retries=retries,
+            )
             client = RunClient(run_id, plan, store, resources.invoker, driver, wanted,
                                int(config.get("inline-spec-bytes")),
-                               float(config.get("run-ttl")))
+                               float(config.get("run-ttl")), following)
             self._runs[run_id] = client
             error: BaseException | None = None
             try:
                 client.submit()
                 recorder.submitted()
-                client.wait(float(config.get("start-timeout")))
+                client.wait()
                 recorder.lap("wait")
                 if persist:
                     self._remember_persisted(store, wanted)
                     return {}
-                values = client.results(wanted)
+                values = client.collect(wanted)
                 _run_client_steps(graph, steps, values, driver)
                 return {k: values[k] for k in requested}
             except TaskFailed as failed:
@@ -193,7 +201,7 @@ class Engine:
                 raise
             finally:
                 recorder.lap("results")
-                recorder.finished(error, client.lost)
+                recorder.finished(error, client.lost, client.recoveries)
                 self._runs.pop(run_id, None)
                 # An unreachable store has already failed the run; its keys expire on their own.
                 with contextlib.suppress(StoreUnavailableError):
@@ -210,6 +218,7 @@ class Engine:
             rerun_locally=bool(rerun),
             event_interval_s=float(config.get("event-interval")),
             tier=resources.tier(int(config.get("blob-threshold-bytes"))),
+            lease_ms=int(float(config.get("lease")) * 1000),
             metrics=observe.metrics_settings(),
         )
 

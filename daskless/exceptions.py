@@ -8,6 +8,7 @@ from daskless.scheduler.errors import CycleError, DasklessError, GraphError, Mis
 from daskless.worker_runtime.errors import (
     ConfigurationError,
     InvocationError,
+    KilledWorker,
     PeerReadError,
     RunGoneError,
     RunStalledError,
@@ -25,6 +26,7 @@ __all__ = [
     "DasklessError",
     "GraphError",
     "InvocationError",
+    "KilledWorker",
     "MissingDependencyError",
     "PeerReadError",
     "RedisServerNotFound",

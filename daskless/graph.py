@@ -16,11 +16,13 @@ from dask._task_spec import DataNode, GraphNode, convert_legacy_graph
 from dask.core import flatten
 
 Graph = dict[Hashable, GraphNode]
+Annotations = dict[str, dict[Hashable, Any]]
+"""``{annotation: {key: value}}``, as ``__dask_annotations__()`` gives them (``retries``...)."""
 
 
-def materialize(dsk: Any) -> tuple[Graph, dict[str, dict[Hashable, Any]]]:
+def materialize(dsk: Any) -> tuple[Graph, Annotations]:
     """The task-spec graph and the annotations of whatever Dask passed as ``dsk``."""
-    annotations: dict[str, dict[Hashable, Any]] = {}
+    annotations: Annotations = {}
     if not isinstance(dsk, Mapping):
         if hasattr(dsk, "__dask_annotations__"):
             annotations = dict(dsk.__dask_annotations__() or {})

@@ -132,13 +132,15 @@ class RunRecorder:
         }
         self._write([["run", record]])
 
-    def finished(self, error: BaseException | None, lost: Iterable[str] = ()) -> None:
+    def finished(self, error: BaseException | None, lost: Iterable[str] = (),
+                 recoveries: Iterable[str] = ()) -> None:
         self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
         self._write_plan()  # a run that failed before it was submitted still has a plan
         if self.settings is not None:
             status = "ok" if error is None else f"{type(error).__name__}: {error}"[:500]
             self._write([["run-end", {"t": time.time(), "status": status,
-                                      "timings": self.timings, "lost": sorted(lost)}]])
+                                      "timings": self.timings, "lost": sorted(lost),
+                                      "recoveries": list(recoveries)}]])
         with _lock:
             listeners = list(_listeners)
         for listener in listeners:

@@ -3,13 +3,17 @@
 The plan is everything the client decides before a run starts (invariant: afterwards it never
 decides what runs next). Tasks get small integer ids; each ``TaskInfo`` carries what a worker
 needs to run the task and to hand its output over to each successor (partition, number of
-inputs, whether the successor is local to its partition).
+inputs, whether the successor is local to its partition), and how often to retry it.
+
+When a run recovers from lost work (``daskless/recovery.py``), :func:`recovery_plan` plans what
+is left the same way: the tasks still needed, partitioned anew, with the same ids, reading the
+outputs that survived from the store as inputs that are already there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daskless.graph import Graph
 from daskless.ordering import sequenced_writers
@@ -36,6 +40,11 @@ class Plan:
     """The first invocations: (partition, entry task ids), several per partition at times."""
     wanted_external: list[Hashable]
     options: RunOptions
+
+    def task(self, task_id: int) -> TaskInfo:
+        """A task of this plan by id."""
+        key = self.keys[task_id]
+        return self.specs[self.parts.assignment[key]].tasks[task_id]
 
 
 def cull(graph: Graph, wanted: Sequence[Hashable],
@@ -84,6 +93,7 @@ def make_plan(
     missing: MissingFn,
     options: RunOptions,
     workers: int = 1,
+    retries: Retries | None = None,
 ) -> Plan:
     """Validate, partition and describe a run; see the module docstring."""
     wanted_external = check_requested(graph, wanted, missing)
@@ -95,31 +105,67 @@ def make_plan(
     parts = partition(dag, parallelism, follow_single_input=True)
     keys = [k for part in parts.parts for k in part]
     ids = {k: i for i, k in enumerate(keys)}
-    specs = _specs(run_id, dag, parts, ids, set(wanted), options)
+    described = _Described(run_id, ids, set(wanted), options, retries or Retries())
+    specs = _specs(dag, parts, described)
+    return Plan(dag, ids, keys, parts, specs, _entries(dag, parts, ids, workers),
+                wanted_external, options)
+
+
+def recovery_plan(plan: Plan, run_id: str, needed: set[Hashable], stored: set[Hashable],
+                  parallelism: int, workers: int, retries: Retries) -> Plan:
+    """Plan the ``needed`` tasks of ``plan`` anew, ``stored`` being outputs already there.
+
+    Task ids stay those of ``plan`` (outputs in the store are addressed by them); only the
+    partitions, sub-DAGs and entries are new. A stored input is read from the store when its
+    task runs, and counts neither for the fan-in of its consumer nor for its locality.
+    """
+    nodes = {k: plan.dag.nodes[k] for k in needed}
+    dag = DAG(nodes, external=set(plan.dag.external) | stored)
+    parts = partition(dag, max(1, min(parallelism, len(nodes) // 4)), follow_single_input=True)
+    wanted = {k for k in plan.dag.nodes if plan.task(plan.ids[k]).wanted}
+    described = _Described(run_id, plan.ids, wanted, plan.options, retries, stored)
+    specs = _specs(dag, parts, described)
+    return Plan(dag, plan.ids, plan.keys, parts, specs, _entries(dag, parts, plan.ids, workers),
+                plan.wanted_external, plan.options)
+
+
+def _entries(dag: DAG, parts: Partitioning, ids: Mapping[Hashable, int],
+             workers: int) -> list[tuple[int, tuple[int, ...]]]:
     # Independent pieces of a partition start as separate invocations, so idle workers share
     # them (see daskless.scheduler.entry_groups).
-    entries = [(p, tuple([ids[k] for k in group]))
-               for p, group in entry_groups(dag, parts, workers)]
-    return Plan(dag, ids, keys, parts, specs, entries, wanted_external, options)
+    return [(p, tuple([ids[k] for k in group])) for p, group in entry_groups(dag, parts, workers)]
 
 
-def _in_graph_deps(dag: DAG, key: Hashable) -> tuple[Hashable, ...]:
-    nodes = dag.nodes
-    return tuple(d for d in nodes[key].dependencies if d in nodes)
+@dataclass(frozen=True)
+class Retries:
+    """How often tasks are retried after an exception: ``default`` for every task, ``by_key``
+    for the keys ``dask.annotate(retries=...)`` names (see ``Engine``)."""
+
+    default: int = 0
+    by_key: Mapping[Hashable, int] = field(default_factory=dict)
+
+    def of(self, key: Hashable) -> int:
+        return int(self.by_key.get(key, self.default))
 
 
-def _specs(
-    run_id: str,
-    dag: DAG,
-    parts: Partitioning,
-    ids: dict[Hashable, int],
-    wanted: set[Hashable],
-    options: RunOptions,
-) -> dict[int, SubDAG]:
+@dataclass(frozen=True)
+class _Described:
+    """What every task of one plan's sub-DAGs shares."""
+
+    run_id: str
+    ids: Mapping[Hashable, int]
+    wanted: set[Hashable]
+    options: RunOptions
+    retries: Retries
+    stored: set[Hashable] = field(default_factory=set)
+
+
+def _specs(dag: DAG, parts: Partitioning, described: _Described) -> dict[int, SubDAG]:
     nodes, assignment, local = dag.nodes, parts.assignment, parts.local
+    ids, stored = described.ids, described.stored
     dependents = dag.dependents()
-    in_graph = {k: _in_graph_deps(dag, k) for k in nodes}
-    # One Successor per task, shared by all its producers.
+    in_graph = {k: tuple(d for d in nodes[k].dependencies if d in nodes) for k in nodes}
+    # One Successor per task, shared by all its producers; only inputs made in this plan count.
     successor = {
         k: Successor(ids[k], assignment[k], len(in_graph[k]), k in local) for k in nodes
     }
@@ -127,20 +173,22 @@ def _specs(
     for p, part in enumerate(parts.parts):
         tasks: dict[int, TaskInfo] = {}
         for key in part:
-            deps = in_graph[key]
             node = nodes[key]
+            deps = in_graph[key] if not stored else tuple(
+                d for d in node.dependencies if d in nodes or d in stored)
             tasks[ids[key]] = TaskInfo(
                 ids[key],
                 key,
                 node.payload,
                 tuple([ids[d] for d in deps]),
                 deps,
-                tuple([d for d in node.dependencies if d not in nodes])
+                tuple([d for d in node.dependencies if d not in nodes and d not in stored])
                 if len(deps) != len(node.dependencies) else (),
                 tuple([successor[s] for s in dependents[key]]),
                 p,
                 key in local,
-                key in wanted,
+                key in described.wanted,
+                described.retries.of(key),
             )
-        specs[p] = SubDAG(run_id, p, tasks, options)
+        specs[p] = SubDAG(described.run_id, p, tasks, described.options)
     return specs

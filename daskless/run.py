@@ -1,16 +1,20 @@
-"""The client side of one run: submit it, listen to its events, collect its results.
+"""The client side of one run: submit it, listen to its events, recover it, collect results.
 
-After :meth:`RunClient.submit` the client makes no scheduling decision: it stores the sub-DAGs
-once, invokes a worker for each entry group, and from then on only reads events (blocking reads
-on the run's stream, plus what a local platform tells it directly through :meth:`notify`).
+After :meth:`RunClient.submit` the client makes no scheduling decision while the run goes well:
+it stores the sub-DAGs once, invokes a worker for each entry group, and from then on only reads
+events (blocking reads on the run's stream, plus what a local platform tells it directly
+through :meth:`notify`).
 
-It never waits forever. :meth:`RunClient.wait` ends when every requested task has finished, or
-with a named error: a task's own exception (its type and remote frames), an invocation that
-failed (the worker and the cause), a lost worker, a run whose keys are gone, a run that can no
-longer make progress (every invocation made for it has ended, yet requested tasks never ran:
-:class:`RunStalledError`), or invocations that no worker takes over within ``start-timeout``
-while nothing runs. Progress is told by counting invocations: the client made the entry ones,
-and each worker says at its end how many it made (``InvocationEnded.invoked``).
+When work is lost (a worker died, an invocation was dropped, a lease lapsed, an output died
+with its worker, or every invocation ended with requested tasks left), the client starts a new
+epoch of the run with what is left (:mod:`daskless.recovery`); when that is hopeless it ends
+with a named error. It never waits forever: :meth:`RunClient.wait` ends when every requested
+task has finished, or with a task's own exception (its type and remote frames), an invocation
+that failed (the worker and the cause), ``KilledWorker`` (a task whose workers kept dying), a
+run whose keys are gone or whose store restarted, work lost again and again without progress
+(:class:`RunStalledError`), or invocations that no worker takes over within ``start-timeout``
+while nothing runs. Progress is told by the invocations of the current epoch: the client made
+the entry ones, and each worker says at its end which ones it made (``InvocationEnded``).
 
 In every case the caller deletes the run (:meth:`RunClient.delete`), which releases its values
 through the run's value tier, the one release path for client and workers.
@@ -21,12 +25,14 @@ from __future__ import annotations
 import queue
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from daskless import recovery
 from daskless.callbacks import CallbackDriver
-from daskless.plan import Plan
+from daskless.plan import Plan, Retries, recovery_plan
+from daskless.recovery import Attempt, Blame
 from daskless.scheduler.errors import DasklessError
 from daskless.worker_runtime import serialization, values
 from daskless.worker_runtime.context import Invoker, ReleasesRuns
@@ -35,6 +41,7 @@ from daskless.worker_runtime.errors import (
     RunGoneError,
     RunStalledError,
     SerializationError,
+    StoreUnavailableError,
     WorkerLostError,
 )
 from daskless.worker_runtime.events import (
@@ -43,6 +50,7 @@ from daskless.worker_runtime.events import (
     InvocationFailed,
     InvocationStarted,
     RunCreated,
+    RunRecovered,
     TaskErred,
     TasksFinished,
     TaskWarned,
@@ -51,9 +59,24 @@ from daskless.worker_runtime.events import (
 from daskless.worker_runtime.keys import key_name
 from daskless.worker_runtime.protocol import Invocation, SubDAG
 from daskless.worker_runtime.store.base import Store
+from daskless.worker_runtime.store.urls import masked
 from daskless.worker_runtime.values import registry
 
 READ_TIMEOUT_S = 1.0
+#: Recoveries in a row without a task finishing before the run is given up.
+MAX_FRUITLESS_RECOVERIES = 3
+
+
+@dataclass(frozen=True)
+class Following:
+    """How a client follows its run: its timeouts, and what recovery needs."""
+
+    start_timeout_s: float = 60.0
+    lease_s: float = 10.0
+    allowed_failures: int = 3
+    parallelism: int = 1
+    workers: int = 1
+    retries: Retries = field(default_factory=Retries)
 
 
 class TaskFailed(Exception):
@@ -70,7 +93,7 @@ class RunClient:
 
     def __init__(self, run_id: str, plan: Plan, store: Store, invoker: Invoker,
                  driver: CallbackDriver, wanted: Sequence[Hashable], inline_limit: int,
-                 ttl_s: float) -> None:
+                 ttl_s: float, following: Following | None = None) -> None:
         self.run_id = run_id
         self.plan = plan
         self.store = store
@@ -78,15 +101,20 @@ class RunClient:
         self.driver = driver
         self.inline_limit = inline_limit
         self.ttl_s = ttl_s
-        self.remaining = {plan.ids[k] for k in wanted if k in plan.ids}
+        self.following = following or Following()
+        self.wanted = {plan.ids[k] for k in wanted if k in plan.ids}
+        self.remaining = set(self.wanted)
         self.tier = values.tier_for(plan.options.tier)
-        # Invocations: made (entries + what workers said they made), started, ended.
-        self.expected = len(plan.entries)
-        self.started = 0
-        self.ended = 0
-        self.active: Counter[str] = Counter()
+        self.attempt = Attempt(1, plan)
+        self.awaiting: int | None = None  # an epoch started whose marker is not read yet
+        self.blame = Blame(self.following.allowed_failures)
+        self.recoveries: list[str] = []
+        self.recovered_at: list[float] = []  # when each recovery began (time.time())
+        self.fruitless = 0
+        self.started = 0  # invocations taken over, in every epoch
         self.lost: set[str] = set()
         self.finished = 0
+        self.instance = ""
         self._inbox: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             TasksFinished: self._tasks_finished,
@@ -96,21 +124,35 @@ class RunClient:
             InvocationEnded: self._invocation_ended,
             InvocationFailed: self._invocation_failed,
             WorkerLost: self._worker_lost,
+            RunRecovered: self._run_recovered,
             RunCreated: lambda _event: None,
         }
 
+    @property
+    def epoch(self) -> int:
+        return self.attempt.epoch
+
     def submit(self) -> None:
-        if self.plan.options.tier.kind == "reference":
-            blobs = {p: registry.put(self.run_id, f"spec-{p}", spec)
-                     for p, spec in self.plan.specs.items()}
-        else:
-            blobs = {p: _dumps_spec(spec) for p, spec in self.plan.specs.items()}
-        self.store.create_run(self.run_id, blobs, self.ttl_s)
-        self.invoker.invoke([
+        self.instance = self.store.instance()
+        specs = self._serialized(self.plan, 1)
+        self.store.create_run(self.run_id, specs, self.ttl_s)
+        self._invoke(self.plan, specs)
+
+    def _serialized(self, plan: Plan, epoch: int) -> dict[int, bytes]:
+        if plan.options.tier.kind == "reference":
+            return {p: registry.put(self.run_id, f"spec-{epoch}-{p}", spec)
+                    for p, spec in plan.specs.items()}
+        return {p: _dumps_spec(spec) for p, spec in plan.specs.items()}
+
+    def _invoke(self, plan: Plan, specs: dict[int, bytes]) -> None:
+        invocations = [
             Invocation(self.run_id, p, entries,
-                       blobs[p] if len(blobs[p]) <= self.inline_limit else None)
-            for p, entries in self.plan.entries
-        ])
+                       specs[p] if len(specs[p]) <= self.inline_limit else None,
+                       epoch=self.epoch)
+            for p, entries in plan.entries
+        ]
+        self.attempt.made(invocations)
+        self.invoker.invoke(invocations)
 
     def notify(self, event: Event) -> None:
         """An event from a platform in this process (the pool saw a worker die); thread-safe."""
@@ -118,49 +160,62 @@ class RunClient:
 
     # -- following the run -----------------------------------------------------------------
 
-    def wait(self, start_timeout_s: float) -> None:
+    def wait(self) -> None:
         """Consume events until every requested task has finished; see the module docstring."""
         cursor = "0"
-        quiet_since = time.monotonic()
         while self.remaining:
             cursor, events = self.store.read_events(self.run_id, cursor, READ_TIMEOUT_S)
-            while not self._inbox.empty():
-                events.append(self._inbox.get())
             for event in events:
-                self._handlers[type(event)](event)
-            if events:
-                quiet_since = time.monotonic()
-            elif self.remaining:
-                self._check_progress(time.monotonic() - quiet_since, start_timeout_s)
+                # Until the new epoch's marker, the stream holds the old epoch's events only.
+                if self.awaiting is None or isinstance(event, RunRecovered):
+                    self._handlers[type(event)](event)
+            notices = 0
+            while not self._inbox.empty():  # they say which epoch they are about
+                self._handlers[type(event := self._inbox.get())](event)
+                notices += 1
+            if not events and not notices and self.remaining and self.awaiting is None:
+                self._check_progress()
 
-    def _check_progress(self, quiet_s: float, start_timeout_s: float) -> None:
-        """Nothing arrived for a while: is the run still alive, and can it still progress?"""
-        if not self.store.run_alive(self.run_id):
-            raise RunGoneError(
-                f"the keys of run {self.run_id} are gone from the store: it expired "
-                "(daskless.run-ttl), the store was restarted, or another client deleted it"
-            )
-        running = self.started - self.ended
-        if running or (self.started < self.expected and quiet_s < start_timeout_s):
+    def _check_progress(self) -> None:
+        """Nothing arrived for a while: is the run alive, and is its work still under way?"""
+        self._check_alive()
+        lapsed = self.store.lapsed_leases(self.run_id, self.attempt.running())
+        for inv, task in lapsed.items():
+            self._lost_running(inv, task, "its lease lapsed: the worker vanished")
+        if lapsed:
             return
-        if self.started >= self.expected:
-            raise RunStalledError(
-                f"run {self.run_id} can no longer make progress: all {self.ended} invocations "
-                f"made for it have ended, yet {len(self.remaining)} requested task(s) never "
-                f"finished (first: {self._first_remaining()!r})"
+        _made, started, ended = self.attempt.counts
+        if started > ended:
+            return
+        waited = [seconds for _, seconds in self.attempt.waiting()]
+        if not waited:
+            self._recover(f"every invocation of epoch {self.epoch} ended, yet "
+                          f"{len(self.remaining)} requested task(s) never ran", stalled=True)
+        elif time.monotonic() - self.attempt.last_start > self.following.start_timeout_s:
+            raise InvocationError(
+                f"{len(waited)} invocation(s) of run {self.run_id} were not taken over by any "
+                f"worker within {self.following.start_timeout_s:g} s while none ran; check "
+                "that workers can start and reach the store"
             )
-        raise InvocationError(
-            f"{self.expected - self.started} invocation(s) of run {self.run_id} were not taken "
-            f"over by any worker within {start_timeout_s:g} s while none ran; check that "
-            "workers can start and reach the store"
-        )
+        elif max(waited) > self.following.lease_s:
+            self._recover(f"{len(waited)} invocation(s) not taken over within "
+                          f"{self.following.lease_s:g} s (dropped?)", stalled=True)
 
-    def _first_remaining(self) -> Hashable:
-        return self.plan.keys[min(self.remaining)]
+    def _check_alive(self) -> None:
+        if self.store.run_alive(self.run_id):
+            return
+        if self.store.instance() != self.instance:
+            raise StoreUnavailableError(masked(self.store.url),
+                                        "the store restarted and forgot the run")
+        raise RunGoneError(
+            f"the keys of run {self.run_id} are gone from the store: it expired "
+            "(daskless.run-ttl), or another client deleted it"
+        )
 
     def _tasks_finished(self, event: TasksFinished) -> None:
         self.remaining.difference_update(event.tasks)
         self.finished += len(event.tasks)
+        self.fruitless = 0
         if self.driver.active:
             for task_id in event.tasks:
                 self.driver.task_finished(self.plan.keys[task_id], event.worker)
@@ -173,33 +228,97 @@ class RunClient:
         warnings.warn_explicit(event.message, event.category, event.filename, event.lineno)
 
     def _invocation_started(self, event: InvocationStarted) -> None:
-        self.started += 1
-        self.active[event.worker] += 1
+        if event.epoch == self.epoch:
+            self.attempt.started(event.inv, event.partition, event.worker)
+            self.started += 1
 
     def _invocation_ended(self, event: InvocationEnded) -> None:
-        self.ended += 1
-        self.expected += event.invoked
-        self.active[event.worker] -= 1
+        self.attempt.ended(event.inv)
+        self.attempt.made_ids(event.invoked)
 
     def _invocation_failed(self, event: InvocationFailed) -> None:
-        raise TaskFailed(-1, invocation_error(event))
+        if event.epoch != self.epoch:
+            return
+        error = invocation_error(event)
+        if isinstance(error, WorkerLostError):  # an input died with the worker that held it
+            self._recover(f"worker {event.worker} found an input gone: {error}")
+            return
+        raise TaskFailed(-1, error)
 
     def _worker_lost(self, event: WorkerLost) -> None:
-        was_running = self.active[event.worker] > 0
-        if was_running:
-            self.active[event.worker] -= 1
-            self.ended += 1
-        if event.retried:  # the platform runs the invocation again: a new start will come
-            self.expected += was_running
+        if event.epoch != self.epoch:
             return
         self.lost.add(event.worker)  # its buffered metrics are gone too (see observe)
-        when = "while running" if was_running else "before it started"
-        raise WorkerLostError(
-            f"worker {event.worker} was lost {when} its part (partition {event.partition}) of "
-            f"run {self.run_id}: {event.reason}"
-        )
+        if self.attempt.has_ended(event.inv):  # it died after its invocation: what it kept?
+            self._recover_outputs(f"worker {event.worker} died after its invocation")
+        elif event.retried and not self.attempt.is_running(event.inv):
+            return  # it never started, and the platform runs it again
+        else:
+            self._lost_running(event.inv, event.task, event.reason, event.worker)
+
+    def _lost_running(self, inv: str, task: int, reason: str, worker: str = "") -> None:
+        """A worker died (or vanished) while it ran ``task`` of invocation ``inv``."""
+        known = self.attempt.invocations.get(inv)
+        worker = worker or (known.worker if known is not None else None) or "unknown"
+        if task >= 0:
+            self.blame.death(task, worker, self.plan.keys[task])
+        self._recover(f"worker {worker} was lost: {reason}")
+
+    def _run_recovered(self, event: RunRecovered) -> None:
+        if event.epoch == self.awaiting:
+            self.awaiting = None
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _recover_outputs(self, reason: str) -> None:
+        """A worker died between invocations: recover only if an output it kept is needed."""
+        available, lost = recovery.surviving_outputs(self.store, self.run_id, self._peer_tier)
+        if lost and recovery.needed_tasks(self.plan, available, self.remaining):
+            self._recover(reason, (available, lost))
+
+    def _recover(self, reason: str, outputs: tuple[set[int], list[int]] | None = None,
+                 stalled: bool = False) -> None:
+        """Start a new epoch of the run with the work that is left (see ``recovery``)."""
+        noticed = time.time()
+        self.fruitless += 1
+        if self.fruitless > MAX_FRUITLESS_RECOVERIES:
+            error = RunStalledError if stalled else WorkerLostError
+            raise error(f"run {self.run_id} can no longer make progress: work was lost "
+                        f"{self.fruitless} times in a row without a task finishing; last: "
+                        f"{reason}")
+        available, lost = outputs or recovery.surviving_outputs(
+            self.store, self.run_id, self._peer_tier)
+        self.remaining = self.wanted - available
+        needed = recovery.needed_tasks(self.plan, available, self.remaining)
+        epoch = self.epoch + 1
+        follow = self.following
+        plan = recovery_plan(self.plan, self.run_id, {self.plan.keys[t] for t in needed},
+                             recovery.stored_inputs(self.plan, needed, available),
+                             follow.parallelism, follow.workers, follow.retries)
+        specs = self._serialized(plan, epoch) if needed else {}
+        self.store.recover(self.run_id, self.epoch, epoch, specs, lost,
+                           RunRecovered(epoch, reason))
+        self.recoveries.append(reason)
+        self.recovered_at.append(noticed)
+        self.attempt, self.awaiting = Attempt(epoch, plan), epoch
+        if needed:
+            self._invoke(plan, specs)
+
+    @property
+    def _peer_tier(self) -> bool:
+        return self.plan.options.tier.kind == "peer"
 
     # -- results ---------------------------------------------------------------------------
+
+    def collect(self, keys: Sequence[Hashable]) -> dict[Hashable, object]:
+        """The requested values; one that died with the worker that kept it is computed
+        again (as any lost output is) before it is returned."""
+        while True:
+            try:
+                return self.results(keys)
+            except WorkerLostError as exc:
+                self._recover(f"a result died with its worker: {exc}")
+                self.wait()
 
     def results(self, keys: Sequence[Hashable]) -> dict[Hashable, object]:
         """Values of requested keys: run outputs and persisted data."""
@@ -212,7 +331,7 @@ class RunClient:
 
     def inputs_of(self, task_id: int) -> dict[Hashable, object]:
         """Inputs of a failed task that its worker left in the store (for a local rerun)."""
-        info = self.plan.specs[self.plan.parts.assignment[self.plan.keys[task_id]]].tasks[task_id]
+        info = self.plan.task(task_id)
         data = self.store.fetch(self.run_id, list(info.deps))
         found = {k: self.tier.load(_present(k, d), k) for k, d in zip(info.dep_keys, data)}
         found.update(fetch_persisted(self.store, list(info.external)))

@@ -93,7 +93,9 @@ def test_killed_worker_loses_at_most_its_unflushed_batch(
     engine: daskless.Engine, store: RedisStore, settings: dict[str, Any], at_least: int
 ) -> None:
     graph = chain(killer=True, slow_at=3 if settings["strategy"] == "interval" else None)
-    with dask.config.set({"daskless.metrics": settings}), pytest.raises(WorkerLostError):
+    # No second attempt: the first death ends the run, and with it what the worker buffered.
+    config = {"daskless.metrics": settings, "daskless.allowed-failures": 0}
+    with dask.config.set(config), pytest.raises(WorkerLostError):
         engine.get(graph, f"t{CHAIN - 1}")
     run = run_metrics(engine, store)
     ran = ids_of(run, [f"t{i}" for i in range(KILLED_AT)])
@@ -105,7 +107,7 @@ def test_killed_worker_loses_at_most_its_unflushed_batch(
         assert got == ran
     if settings["strategy"] == "exit":
         assert got == []
-    assert run.status is not None and run.status.startswith("WorkerLostError")
+    assert run.status is not None and run.status.startswith("KilledWorker")
     assert len(run.lost_workers) == 1
     assert run.missing_tasks == sorted(set(range(CHAIN)) - set(got))
     assert f"metrics missing for {CHAIN - len(got)} tasks" in run.summary()

@@ -31,7 +31,6 @@ from daskless.exceptions import (
     InvocationError,
     RunGoneError,
     RunStalledError,
-    WorkerLostError,
 )
 from daskless.worker_runtime import faults, keys
 from daskless.worker_runtime.invokers.threads import ThreadInvoker
@@ -132,31 +131,28 @@ def test_a_store_that_refuses_writes_names_the_worker_and_cause() -> None:
         client.close()
 
 
-def test_a_worker_killed_before_it_reports_its_start_fails_the_run_fast(
+def test_a_worker_killed_before_it_reports_its_start_is_noticed_at_once(
         redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in faults.arm(["before-start"], str(tmp_path / "kills")).items():
         monkeypatch.setenv(name, value)
     with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine, \
-            within(BOUND_S), pytest.raises(WorkerLostError, match="before it started"):
-        engine.get({"x": 1, "y": (inc, "x")}, "y")
+            within(BOUND_S):
+        assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2  # its work ran again
+    assert (tmp_path / "kills.0").exists()
 
 
 @pytest.mark.parametrize("deaths", [1, 2])
-def test_gateway_instances_dying_before_their_start_are_retried_then_reported(
+def test_gateway_instances_dying_before_their_start_are_survived(
         redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deaths: int) -> None:
-    """The gateway retries an invocation once on another instance: one death is survived, a
-    second one (the retry died too) fails the run with a named error instead of a hang."""
+    """The gateway retries an invocation once on another instance, and when the retry dies
+    too the run recovers the work itself: no hang, no error."""
     for name, value in faults.arm(["before-start"], str(tmp_path / "kills"), deaths).items():
         monkeypatch.setenv(name, value)
     server = gateway(redis_url, max_instances=2)
     with serving(server) as url, dask.config.set({"daskless.auth.secret": SECRET}), \
             daskless.Engine(store=redis_url, invoker=url, workers=2) as engine, \
             within(BOUND_S + 5):  # instances start cold, twice
-        if deaths == 1:
-            assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2
-        else:
-            with pytest.raises(WorkerLostError, match="before it started"):
-                engine.get({"x": 1, "y": (inc, "x")}, "y")
+        assert engine.get({"x": 1, "y": (inc, "x")}, "y") == 2
     assert server.counters["lost"] == deaths
 
 
@@ -210,7 +206,8 @@ def lossy_engine(drop: bool) -> Iterator[daskless.Engine]:
 
 
 def test_lost_work_stalls_into_a_named_error() -> None:
-    """Every invocation ran and ended, yet requested tasks never will: the run says so."""
+    """Every invocation ran and ended, yet requested tasks never will: the run recovers, and
+    after recovering in vain a few times in a row, says so."""
     with lossy_engine(drop=False) as engine, within(BOUND_S), \
             pytest.raises(RunStalledError, match="can no longer make progress"):
         dask.compute(fan_out(64), scheduler=engine.get)

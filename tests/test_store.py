@@ -9,10 +9,15 @@ from collections.abc import Iterator
 import pytest
 
 from daskless.worker_runtime import keys
-from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
-from daskless.worker_runtime.events import TasksFinished
+from daskless.worker_runtime.errors import (
+    DuplicateInvocationError,
+    RunGoneError,
+    StaleAttemptError,
+    StoreUnavailableError,
+)
+from daskless.worker_runtime.events import RunRecovered, TasksFinished
 from daskless.worker_runtime.redis_server import free_port
-from daskless.worker_runtime.store.base import Mark, Store
+from daskless.worker_runtime.store.base import Claim, Mark, Store
 from daskless.worker_runtime.store.memory import MemoryStore
 from daskless.worker_runtime.store.redis_store import RedisStore
 
@@ -159,3 +164,59 @@ def test_metrics_expire_after_their_retention(store: Store) -> None:
     assert [run for run, _ in store.metric_runs()] == ["new"]
     if isinstance(store, RedisStore):
         assert not store.client.exists(keys.metrics_stream("old"))
+
+
+def test_an_invocation_is_claimed_once(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.deliver("r", events=[FIN], claim=Claim("inv-1", "w1", 10_000))
+    with pytest.raises(DuplicateInvocationError):  # a platform delivered it twice
+        store.deliver("r", outputs={9: b"dup"}, events=[FIN], claim=Claim("inv-1", "w2", 10_000))
+    _, events = store.read_events("r", "0", timeout_s=1)
+    assert events[1:] == [FIN] and store.fetch("r", [9]) == [None]  # the duplicate wrote nothing
+
+
+def test_outputs_are_committed_once(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.deliver("r", outputs={1: b"first"})
+    store.deliver("r", outputs={1: b"second", 2: b"other"})
+    assert store.fetch("r", [1, 2]) == [b"first", b"other"]
+    assert sorted(store.committed("r")) == [1, 2]
+
+
+def test_a_new_epoch_fences_every_attempt_of_the_old_one(store: Store) -> None:
+    store.create_run("r", {0: b"spec1"}, ttl_s=60)
+    store.deliver("r", outputs={1: b"a", 2: b"b"}, marks=[Mark(5, 1, 2)],
+                  claim=Claim("inv-1", "w1", 10_000))
+    store.recover("r", 1, 2, {0: b"spec2"}, lost=[2], event=RunRecovered(2, "a test"))
+    for late in (lambda: store.deliver("r", events=[FIN], epoch=1),
+                 lambda: store.push_invocations("r", "q", [b"inv"], epoch=1),
+                 lambda: store.renew_leases("r", 1, 10_000, {"inv-1": 3}),
+                 lambda: store.recover("r", 1, 3, {}, [], RunRecovered(3, "again"))):
+        with pytest.raises(StaleAttemptError):
+            late()
+    assert store.fetch("r", [1, 2]) == [b"a", None]  # the lost output is dropped
+    assert store.load_spec("r", 0, epoch=2) == b"spec2" and store.load_spec("r", 0) == b"spec1"
+    # Marks and claims start over: the new epoch's plan counts its own inputs.
+    assert store.deliver("r", marks=[Mark(5, 1, 2)], epoch=2) == []
+    assert store.deliver("r", marks=[Mark(5, 3, 2)], epoch=2) == [5]
+    store.deliver("r", events=[FIN], epoch=2, claim=Claim("inv-1", "w3", 10_000))
+    _, events = store.read_events("r", "0", timeout_s=1)
+    assert RunRecovered(2, "a test") in events
+    assert store.pop_invocation("q", timeout_s=0.05) is None
+
+
+def test_leases_lapse_by_the_store_clock_unless_renewed(store: Store) -> None:
+    store.create_run("r", {}, ttl_s=60)
+    store.deliver("r", claim=Claim("inv-1", "w1", 100))
+    assert store.lapsed_leases("r", ["inv-1", "unknown"]) == {}
+    time.sleep(0.25)
+    assert store.lapsed_leases("r", ["inv-1"]) == {"inv-1": -1}
+    store.renew_leases("r", 1, 10_000, {"inv-1": 7})
+    assert store.lapsed_leases("r", ["inv-1"]) == {}
+    store.renew_leases("r", 1, 1, {"inv-1": 7})
+    time.sleep(0.05)
+    assert store.lapsed_leases("r", ["inv-1"]) == {"inv-1": 7}  # lost while running task 7
+
+
+def test_the_store_instance_is_stable(store: Store) -> None:
+    assert store.instance() == store.instance() != ""

@@ -46,16 +46,18 @@ class SpecCache:
 
     def __init__(self, size: int = 64) -> None:
         self._size = size
-        self._specs: OrderedDict[tuple[str, int], SubDAG] = OrderedDict()
+        self._specs: OrderedDict[tuple[str, int, int], SubDAG] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, store: Store, run_id: str, partition: int, inline: bytes | None = None) -> SubDAG:
-        key = (run_id, partition)
+    def get(self, store: Store, run_id: str, partition: int, inline: bytes | None = None,
+            epoch: int = 1) -> SubDAG:
+        """A partition's sub-DAG in an epoch (a run that recovered has new ones)."""
+        key = (run_id, epoch, partition)
         with self._lock:
             if key in self._specs:
                 self._specs.move_to_end(key)
                 return self._specs[key]
-        data = inline if inline is not None else store.load_spec(run_id, partition)
+        data = inline if inline is not None else store.load_spec(run_id, partition, epoch)
         # In-memory runs store a reference token instead of the pickled sub-DAG.
         loaded = registry.get(data) if registry.is_reference(data) else serialization.loads(data)
         spec = cast(SubDAG, loaded)
@@ -95,6 +97,9 @@ class WorkerContext:
     # How the platform hears of a failure the store could not take (see ``worker.handle``);
     # by default it goes to this worker's log (standard error).
     on_undeliverable: Callable[[Invocation, BaseException], None] | None = None
+    # Told the id of the task starting (-1 between tasks), where the platform can use it to
+    # blame a worker's death on the task it ran (the process pool's shared slot).
+    on_task: Callable[[int], None] | None = None
 
     def undeliverable(self, invocation: Invocation, exc: BaseException) -> None:
         """An invocation failed and even its failure could not be written to the store."""

@@ -29,8 +29,37 @@ class RunGoneError(StoreError):
     """The run's keys are gone (finished, cancelled or expired); workers stop quietly."""
 
 
+class StaleAttemptError(RunGoneError):
+    """The run recovered in a newer epoch without this attempt: it writes nothing and stops."""
+
+
+class DuplicateInvocationError(RunGoneError):
+    """Another worker already took this invocation over (a platform delivered it twice)."""
+
+
 class WorkerLostError(DasklessError):
     """A worker died while it ran part of this run."""
+
+
+class KilledWorker(WorkerLostError):
+    """Every worker that ran a task died running it, ``allowed_failures + 1`` times in all.
+
+    As in distributed: a task that brings down its worker each time (it exits, segfaults,
+    runs out of memory) is given up on rather than retried forever; ``task`` is its key and
+    ``last_worker`` the worker that died last.
+    """
+
+    def __init__(self, task: object, last_worker: str, allowed_failures: int) -> None:
+        super().__init__(
+            f"Attempted to run task {task!r} on {allowed_failures + 1} different workers, but "
+            f"all those workers died while running it. The last worker was {last_worker}."
+        )
+        self.task = task
+        self.last_worker = last_worker
+        self.allowed_failures = allowed_failures
+
+    def __reduce__(self) -> tuple[type, tuple[object, str, int]]:
+        return (type(self), (self.task, self.last_worker, self.allowed_failures))
 
 
 class PeerReadError(DasklessError):

@@ -25,20 +25,24 @@ class RunCreated(NamedTuple):
 
 
 class InvocationStarted(NamedTuple):
-    """A worker took an invocation over (sent before anything else it does)."""
+    """A worker claimed invocation ``inv`` of ``epoch`` (sent before anything else it does)."""
 
     worker: str
     partition: int
     entries: int
     t: float
+    inv: str
+    epoch: int
 
 
 class InvocationEnded(NamedTuple):
-    """A worker finished an invocation; ``invoked`` counts the fan-out invocations it made."""
+    """A worker finished invocation ``inv``; ``invoked`` are the ids of the invocations it made
+    (fan-out), which the client then expects to start."""
 
     worker: str
     t: float
-    invoked: int
+    inv: str
+    invoked: tuple[str, ...]
 
 
 class TasksFinished(NamedTuple):
@@ -49,12 +53,14 @@ class TasksFinished(NamedTuple):
 
 
 class TaskErred(NamedTuple):
-    """A task raised; ``error`` is the pickled exception with its remote traceback."""
+    """A task raised on its last attempt (``attempts`` in all, as its ``retries`` allowed);
+    ``error`` is the pickled exception with its remote traceback."""
 
     task: int
     worker: str
     error: bytes
     text: str
+    attempts: int
 
 
 class TaskWarned(NamedTuple):
@@ -76,20 +82,34 @@ class InvocationFailed(NamedTuple):
     partition: int
     error: bytes
     text: str
+    inv: str
+    epoch: int
 
 
 class WorkerLost(NamedTuple):
-    """The platform saw a worker die while it held an invocation of ``partition``;
-    ``retried``: the platform runs that invocation again elsewhere."""
+    """The platform saw a worker die while it held invocation ``inv`` (of ``partition`` and
+    ``epoch``), running ``task`` (``-1``: not known); ``retried``: the platform runs that
+    invocation again elsewhere."""
 
     worker: str
     reason: str
     partition: int
     retried: bool
+    inv: str
+    epoch: int
+    task: int
+
+
+class RunRecovered(NamedTuple):
+    """The client started ``epoch`` of the run, to recover from ``reason`` (written by the
+    store together with the epoch change: every later event belongs to the new epoch)."""
+
+    epoch: int
+    reason: str
 
 
 Event = (RunCreated | InvocationStarted | InvocationEnded | TasksFinished | TaskErred
-         | TaskWarned | InvocationFailed | WorkerLost)
+         | TaskWarned | InvocationFailed | WorkerLost | RunRecovered)
 Wire = tuple[Any, ...]
 
 KINDS: dict[type[Any], str] = {
@@ -101,6 +121,7 @@ KINDS: dict[type[Any], str] = {
     TaskWarned: "warn",
     InvocationFailed: "fail",
     WorkerLost: "lost",
+    RunRecovered: "recovered",
 }
 _BY_KIND = {kind: cls for cls, kind in KINDS.items()}
 

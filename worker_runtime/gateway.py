@@ -62,6 +62,7 @@ from daskless.worker_runtime.http_worker import (
 )
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.redis_store import RedisStore
+from daskless.worker_runtime.task_slot import TaskSlot
 from daskless.worker_runtime.worker import failure_event
 
 GATEWAY_READY_LINE = "daskless-gateway-ready"
@@ -97,6 +98,7 @@ class Instance:
 
     proc: asyncio.subprocess.Process
     port: int
+    slot: TaskSlot
     busy: int = 0
     served: int = 0
     alive: bool = True
@@ -196,11 +198,10 @@ class Gateway:
                     await self._forward(instance, body)
                     return
                 except InstanceLost as exc:
-                    reason = await self._lost(instance, invocation, str(exc), attempt < attempts)
+                    # The run hears of each death (and recovers the work); nothing more to say.
+                    await self._lost(instance, invocation, str(exc), attempt < attempts)
                 finally:
                     await self._release(instance)
-            raise InvocationError(f"the gateway gave up on the invocation of partition "
-                                  f"{invocation.partition} after {attempts} attempt(s): {reason}")
         except InvocationError as exc:  # no instance could be started, refused, or gave up
             await asyncio.to_thread(self._fail_run, invocation, exc)
         finally:
@@ -322,7 +323,8 @@ class Gateway:
             await _stop(instance.proc)
             code = await instance.proc.wait()
         why = f"worker instance {instance.proc.pid} exited with code {code} ({reason})"
-        event = WorkerLost(instance.worker_id, why, invocation.partition, retried)
+        event = WorkerLost(instance.worker_id, why, invocation.partition, retried, invocation.id,
+                           invocation.epoch, instance.slot.task())
         with contextlib.suppress(RunGoneError):
             await asyncio.to_thread(self.store.deliver, invocation.run_id, events=[event])
         return why
@@ -333,19 +335,24 @@ class Gateway:
             self.store.deliver(invocation.run_id, events=[event])
 
     async def _start_instance(self) -> Instance:
+        slot = TaskSlot()  # where the instance writes the task it runs (see ``task_slot``)
         config = WorkerSettings(
             store=self.settings.store, secret=self.settings.secret,
             insecure=self.settings.insecure, max_age_s=self.settings.max_age_s,
             concurrency=self.settings.instance_concurrency,
             max_body_bytes=self.settings.max_body_bytes, invoke_url=self.url,
-            settings=self.settings.settings,
+            settings=self.settings.settings, slot_fd=slot.fd,
         )
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daskless.worker_runtime.http_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "daskless.worker_runtime.http_worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+                pass_fds=(slot.fd,),
+            )
+        finally:
+            slot.started()
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(config.to_json().encode() + b"\n")
@@ -359,8 +366,9 @@ class Gateway:
         text = line.decode(errors="replace").strip()
         if not text.startswith(READY_LINE):
             await _stop(proc)
+            slot.close()
             raise InvocationError(f"a worker instance failed to start: {text or 'no output'}")
-        instance = Instance(proc, int(text.split()[-1]))
+        instance = Instance(proc, int(text.split()[-1]), slot)
         self._background(self._watch(instance))
         return instance
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from daskless.worker_runtime import auth, hosting
+from daskless.worker_runtime import auth, faults, hosting, task_slot
 from daskless.worker_runtime.context import WorkerContext
 from daskless.worker_runtime.errors import (
     ConfigurationError,
@@ -80,6 +80,8 @@ class WorkerSettings:
     invoke_url: str | None = None
     # dask/daskless settings for computes nested inside tasks
     settings: Mapping[str, object] = field(default_factory=dict)
+    # a gateway instance: the inherited task slot where it writes the task it runs
+    slot_fd: int | None = None
 
     def __repr__(self) -> str:  # the secret and the store password never appear in logs
         return f"WorkerSettings(host={self.host!r}, port={self.port})"
@@ -124,9 +126,11 @@ class HttpWorker:
         )
         self.context = WorkerContext(
             store=self.store,
-            invoker=self.invoker,
+            invoker=faults.wrap(self.invoker),
             # Recording warnings is process-wide; only safe with one invocation at a time.
             forward_warnings=self.settings.concurrency == 1,
+            on_task=task_slot.writer(self.settings.slot_fd)
+            if self.settings.slot_fd is not None else None,
         )
 
     def app(self) -> web.Application:
@@ -173,6 +177,7 @@ class HttpWorker:
         try:
             with self.gate.invocation():
                 handle(invocation, self.context)
+            faults.kill_point("after-end")
         finally:
             with self._lock:
                 self.running -= 1

@@ -1,16 +1,21 @@
 """Every key name the project writes to the store is made here, and nowhere else.
 
-A run owns five keys, all prefixed ``dl:run:<run_id>:`` and created with a TTL by the client when
-the run is submitted, so nothing outlives a crashed client for longer than the TTL:
+A run owns seven keys, all prefixed ``dl:run:<run_id>:`` and created with a TTL by the client
+when the run is submitted, so nothing outlives a crashed client for longer than the TTL:
 
-- ``meta``   hash; its existence means "the run is alive". Every worker write is gated on it
-  inside a Lua script, so deleting it cancels the run atomically and no worker can recreate keys.
-- ``spec``   hash partition index -> serialized sub-DAG, stored once per run.
+- ``meta``   hash; its existence means "the run is alive", its ``epoch`` field which attempt of
+  the run may write. Every worker write is gated on both inside a Lua script, so deleting it
+  cancels the run atomically, and bumping the epoch fences every attempt of the old one.
+- ``spec``   hash ``<epoch>:<partition>`` -> serialized sub-DAG, stored once per epoch.
 - ``out``    hash task id -> serialized output, for outputs that cross workers or that the
-  client asked for.
+  client asked for; committed once (``HSETNX``).
 - ``fanin``  hash of idempotent fan-in marks: field ``<task>:<upstream>`` per delivered edge and
-  field ``<task>`` counting them.
+  field ``<task>`` counting them (per epoch).
 - ``events`` stream of event batches that the client reads with blocking XREAD.
+- ``claims`` hash invocation id -> the worker that took it over (per epoch): a duplicate
+  delivery of an invocation finds it claimed and runs nothing.
+- ``leases`` hash invocation id -> ``<until ms>:<current task>``, renewed while it runs, so that
+  the client learns of a worker that vanished (per epoch).
 
 Persisted data lives apart under ``dl:data:<name>`` with its own TTL; worker pools own a
 ``dl:pool:<pool_id>:queue`` list of pending invocations and, per worker, a
@@ -25,12 +30,17 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 PREFIX = "dl"
-RUN_KEY_KINDS = ("meta", "spec", "out", "fanin", "events")
+RUN_KEY_KINDS = ("meta", "spec", "out", "fanin", "events", "claims", "leases")
 
 
 def run_key(run_id: str, kind: str) -> str:
     """The name of one of a run's keys (see the module docstring for the kinds)."""
     return f"{PREFIX}:run:{run_id}:{kind}"
+
+
+def spec_field(epoch: int, partition: int) -> str:
+    """The field of the ``spec`` hash holding one partition's sub-DAG in one epoch."""
+    return f"{epoch}:{partition}"
 
 
 def run_keys(run_id: str) -> list[str]:

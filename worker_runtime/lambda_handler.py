@@ -44,7 +44,7 @@ from typing import Any
 
 import dask.config
 
-from daskless.worker_runtime import hosting
+from daskless.worker_runtime import faults, hosting
 from daskless.worker_runtime.auth import RedisSeenSignatures, Signer, take_secret
 from daskless.worker_runtime.context import SpecCache, WorkerContext
 from daskless.worker_runtime.errors import ConfigurationError, InvocationError, RunGoneError
@@ -142,7 +142,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     worker_id = f"{warm.function}:{_request_id(context)}"
     worker = WorkerContext(
         store=warm.store,
-        invoker=warm.invoker,
+        invoker=faults.wrap(warm.invoker),
         worker_id=worker_id,
         specs=warm.specs,
         forward_warnings=True,
@@ -173,7 +173,8 @@ def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
     # waiting in the platform's queue, or died while starting), the platform will not run it
     # again: the client hears of it either way.
     now = time.time()
-    event = WorkerLost(worker_id, reason, invocation.partition, False)
+    event = WorkerLost(worker_id, reason, invocation.partition, False, invocation.id,
+                       invocation.epoch, -1)
     # A run that already ended has nobody waiting for this worker.
     with contextlib.suppress(RunGoneError):
         warm.store.deliver(invocation.run_id, events=[event])

@@ -23,7 +23,8 @@ Records are JSON lists (the first item names the kind; ``inv`` is the invocation
   only (the others were in this worker's memory), ``i`` indexing the columns.
   :func:`expand` turns such a record into one ``["task", inv, task_id, t_start, t_end,
   [[input_id, nbytes, download_s], ...]]`` per task, the form readers use.
-- ``["err", inv, task_id, t_start, t_end]``
+- ``["err", inv, task_id, t_start, t_end, attempt, exception type, message, traceback]``: one
+  per failed attempt, so a task that raised and then succeeded on a retry shows both
 - ``["flush", inv, t_start, t_end, [[task_id, nbytes], ...], [producer ids of marks]]``
 - ``["end", inv, t, n_tasks, dropped]``
 
@@ -36,6 +37,7 @@ import math
 import os
 import threading
 import time
+import traceback
 import uuid
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -91,8 +93,8 @@ class MetricsRecorder(Protocol):
         """A task ran; may upload, as the policy says."""
         ...
 
-    def failed(self, task_id: int, start: float) -> None:
-        """A task raised."""
+    def failed(self, task_id: int, start: float, attempt: int, exc: BaseException) -> None:
+        """A task's ``attempt`` (1, 2, ...) raised ``exc``."""
         ...
 
     def flushed(self, start: float, outputs: Mapping[int, bytes], marks: Sequence[Mark]) -> None:
@@ -155,8 +157,10 @@ class Recorder:
         if len(self.ids) + len(self.records) >= self.policy.records or end >= self.deadline:
             self.upload()
 
-    def failed(self, task_id: int, start: float) -> None:
-        self.records.append(["err", self.inv, task_id, start, time.time()])
+    def failed(self, task_id: int, start: float, attempt: int, exc: BaseException) -> None:
+        frames = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.records.append(["err", self.inv, task_id, start, time.time(), attempt,
+                             type(exc).__name__, str(exc)[:2000], frames[-8000:]])
 
     def flushed(self, start: float, outputs: Mapping[int, bytes], marks: Sequence[Mark]) -> None:
         sizes = [[t, len(v)] for t, v in outputs.items()]
@@ -202,7 +206,7 @@ class NoRecorder:
     def task(self, info: TaskInfo, start: float, end: float) -> None:
         pass
 
-    def failed(self, task_id: int, start: float) -> None:
+    def failed(self, task_id: int, start: float, attempt: int, exc: BaseException) -> None:
         pass
 
     def flushed(self, start: float, outputs: Mapping[int, bytes], marks: Sequence[Mark]) -> None:

@@ -18,6 +18,8 @@ Channels to the pool:
 - **The held list** in the store: an invocation is moved there atomically when it is taken
   (``BLMOVE``) and cleared when it ends, so a pool that sees this worker die knows exactly
   which invocation died with it, even one that had not yet reported its start.
+- **The task slot**: 8 bytes of memory shared with the pool, where the worker writes the id of
+  the task it runs, so that a death is blamed on that task (see ``KilledWorker``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from daskless.worker_runtime import hosting, serialization
+from daskless.worker_runtime import faults, hosting, serialization, task_slot
 from daskless.worker_runtime.context import WorkerContext
 from daskless.worker_runtime.errors import StoreUnavailableError
 from daskless.worker_runtime.invokers.queue import QueueInvoker
@@ -59,9 +61,10 @@ def serve(config: Mapping[str, Any], control: TextIO) -> None:
     hosting.configure_nested_computes(store_url, config.get("settings", {}))
     store = RedisStore(store_url)
     store.ping()
-    context = WorkerContext(store=store, invoker=QueueInvoker(store, queue),
+    context = WorkerContext(store=store, invoker=faults.wrap(QueueInvoker(store, queue)),
                             forward_warnings=True)
     context.on_undeliverable = _report_to_pool(control, context.worker_id)
+    context.on_task = task_slot.writer(int(config["slot_fd"]))
     hosting.follow_parent(context.release_run, control)
     gate = hosting.InvocationGate(freeze=hosting.tuning("freeze-worker-heap"))
     control.write(f"ready {os.getpid()} {peer.probe_buffer()}\n")
@@ -80,6 +83,7 @@ def serve(config: Mapping[str, Any], control: TextIO) -> None:
             continue
         with gate.invocation():
             handle(Invocation.from_bytes(payload), context)
+        faults.kill_point("after-end")
         with contextlib.suppress(StoreUnavailableError):  # the next pop clears it anyway
             store.take_held(held)  # done: nothing to report if this process dies from here on
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -37,6 +38,8 @@ class TaskInfo(NamedTuple):
     ``deps``/``dep_keys`` are the in-graph inputs by id and by Dask key, ``external`` the inputs
     read from persisted data. ``local`` tasks only depend on local tasks of their own partition,
     so the invocation that runs the partition's sources runs them with no store traffic.
+    ``retries``: how many times the task is run again after it raised (``retries=N``: N + 1
+    attempts in all, as in distributed).
     """
 
     id: int
@@ -49,6 +52,7 @@ class TaskInfo(NamedTuple):
     partition: int
     local: bool
     wanted: bool
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ class RunOptions:
     rerun_locally: bool = False
     event_interval_s: float = 0.02
     tier: TierChoice = field(default_factory=TierChoice)
+    # A running invocation renews its lease this often (a third of it); one whose lease lapsed
+    # is taken as lost (``daskless.lease``).
+    lease_ms: int = 10_000
     # None: no metrics are recorded for the run.
     metrics: MetricsSettings | None = None
 
@@ -107,19 +114,25 @@ class Invocation:
     """A small request to run ``entries`` (task ids whose inputs are all available).
 
     It travels as JSON; a serialized sub-DAG rides along inline only when it is small, otherwise
-    the worker reads it from the store where the client stored it once.
+    the worker reads it from the store where the client stored it once. ``id`` names it (the
+    first worker to claim it runs it; a duplicate delivery finds it claimed) and ``epoch`` is
+    the attempt of the run it belongs to (writes of an older epoch are refused).
     """
 
     run_id: str
     partition: int
     entries: tuple[int, ...]
     inline_spec: bytes | None = None
+    id: str = field(default_factory=lambda: new_invocation_id())
+    epoch: int = 1
 
     def to_bytes(self) -> bytes:
         body: dict[str, object] = {
             "run": self.run_id,
             "part": self.partition,
             "entries": list(self.entries),
+            "id": self.id,
+            "epoch": self.epoch,
         }
         if self.inline_spec is not None:
             body["spec"] = base64.b64encode(self.inline_spec).decode("ascii")
@@ -135,6 +148,13 @@ class Invocation:
                 partition=int(body["part"]),
                 entries=tuple(int(e) for e in body["entries"]),
                 inline_spec=base64.b64decode(spec) if spec is not None else None,
+                id=str(body["id"]),
+                epoch=int(body["epoch"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise InvocationError(f"malformed invocation: {exc}") from exc
+
+
+def new_invocation_id() -> str:
+    """A fresh invocation id: 64 random bits in hex (short, as invocations are JSON)."""
+    return os.urandom(8).hex()

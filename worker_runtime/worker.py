@@ -29,7 +29,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from types import TracebackType
 from typing import NoReturn
 
-from daskless.worker_runtime import faults, metrics, serialization, values
+from daskless.worker_runtime import faults, leases, metrics, serialization, values
 from daskless.worker_runtime.context import WorkerContext, running_in
 from daskless.worker_runtime.errors import RunGoneError, SerializationError
 from daskless.worker_runtime.events import (
@@ -42,7 +42,8 @@ from daskless.worker_runtime.events import (
 )
 from daskless.worker_runtime.keys import key_name
 from daskless.worker_runtime.loop import Dispatch, InvocationState
-from daskless.worker_runtime.protocol import Invocation, RunOptions, TaskInfo
+from daskless.worker_runtime.protocol import Invocation, RunOptions, SubDAG, TaskInfo
+from daskless.worker_runtime.store.base import Claim
 
 
 class _Abort(Exception):
@@ -56,7 +57,9 @@ class Execution:
         self.ctx = context
         self.invocation = invocation
         self.run_id = invocation.run_id
-        self.invoked = 0
+        self.epoch = invocation.epoch
+        self.invoked: list[str] = []
+        self.current_task = -1
         self.metrics: metrics.MetricsRecorder = metrics.NoRecorder()
         self._state: InvocationState | None = None
 
@@ -69,31 +72,55 @@ class Execution:
 
     def run(self) -> None:
         """Run until no work is left; every failure is reported to the client, not raised."""
-        worker, inv = self.ctx.worker_id, self.invocation
         faults.kill_point("before-start")
-        # Sent before anything else: if this worker dies or fails from here on, the client
-        # knows it had taken the invocation over.
-        self._send([InvocationStarted(worker, inv.partition, len(inv.entries), time.time())])
         try:
-            self._start()
-            self._loop()
-        except (_Abort, RunGoneError):
-            pass
-        except Exception as exc:
+            spec = self._load_spec()
+            self._claim(spec.options.lease_ms)
+        except RunGoneError:  # gone, recovered without this attempt, or a duplicate delivery
+            return
+        except Exception as exc:  # its sub-DAG cannot be loaded here (a module is missing...)
             self._report_failure(exc)
-        finally:
-            self.metrics.finish()
-            left = self._state.take_events() if self._state is not None else []
-            self._send([*left, InvocationEnded(worker, time.time(), self.invoked)])
+            return
+        faults.kill_point("after-claim")
+        held = leases.keeper(spec.options.lease_ms).holding(
+            self.ctx.store, self.run_id, self.epoch, self.invocation.id, lambda: self.current_task)
+        with held:
+            try:
+                self._start(spec)
+                self._loop()
+            except (_Abort, RunGoneError):
+                pass
+            except Exception as exc:
+                self._report_failure(exc)
+            finally:
+                self.metrics.finish()
+                left = self._state.take_events() if self._state is not None else []
+                ended = InvocationEnded(self.ctx.worker_id, time.time(), self.invocation.id,
+                                        tuple(self.invoked))
+                self._send([*left, ended])
 
-    def _start(self) -> None:
+    def _load_spec(self) -> SubDAG:
         inv, ctx = self.invocation, self.ctx
         loading = time.perf_counter()
-        spec = ctx.specs.get(ctx.store, self.run_id, inv.partition, inv.inline_spec)
+        spec = ctx.specs.get(ctx.store, self.run_id, inv.partition, inv.inline_spec, inv.epoch)
+        self._spec_s = time.perf_counter() - loading
+        return spec
+
+    def _claim(self, lease_ms: int) -> None:
+        """Take the invocation over, or learn that another worker did (a duplicate delivery):
+        the claim, the first lease and the start event go in one atomic write."""
+        inv, worker = self.invocation, self.ctx.worker_id
+        started = InvocationStarted(worker, inv.partition, len(inv.entries), time.time(), inv.id,
+                                    inv.epoch)
+        self.ctx.store.deliver(self.run_id, events=[started], epoch=self.epoch,
+                               claim=Claim(inv.id, worker, lease_ms))
+
+    def _start(self, spec: SubDAG) -> None:
+        inv, ctx = self.invocation, self.ctx
         self.options: RunOptions = spec.options
         self.tier = values.tier_for(spec.options.tier)
         self.metrics = metrics.recorder_for(ctx.store, ctx.worker_id, inv, spec.options.metrics,
-                                            time.perf_counter() - loading)
+                                            self._spec_s)
         self._state = InvocationState(spec, ctx.worker_id)
         self._enter(inv.partition, inv.entries)
 
@@ -119,23 +146,39 @@ class Execution:
                 self.state.provide(dep, self._load(dep, key, data))
 
     def _become(self, partition: int, tasks: Sequence[int]) -> None:
+        faults.kill_point("in-become")
         if not self.state.has_spec(partition):
-            self.state.add_spec(self.ctx.specs.get(self.ctx.store, self.run_id, partition))
+            spec = self.ctx.specs.get(self.ctx.store, self.run_id, partition, epoch=self.epoch)
+            self.state.add_spec(spec)
         self._enter(partition, tasks)
 
     # -- tasks -----------------------------------------------------------------------------
 
     def _execute(self, info: TaskInfo) -> None:
         inputs = self._inputs(info)
-        start = time.time()
-        try:
-            with running_in(self.ctx), self._warnings_of(info):
-                value = info.node(inputs)
-        except BaseException as exc:
-            self.metrics.failed(info.id, start)
-            self._fail(info, inputs, exc)
+        self._running(info.id)
+        faults.kill_point("mid-task")
+        for attempt in range(1, info.retries + 2):
+            start = time.time()
+            try:
+                with running_in(self.ctx), self._warnings_of(info):
+                    value = info.node(inputs)
+                break
+            except BaseException as exc:
+                self.metrics.failed(info.id, start, attempt, exc)
+                # Exceptions are retried as the task allows; leaving the process is not.
+                if attempt > info.retries or not isinstance(exc, Exception):
+                    self._fail(info, inputs, exc, attempt)
+        self._running(-1)
         self.metrics.task(info, start, time.time())
         self.state.finished(info, value)
+        faults.kill_point("after-task")
+
+    def _running(self, task_id: int) -> None:
+        """Which task runs now: renewed leases and the platform blame a death on it."""
+        self.current_task = task_id
+        if self.ctx.on_task is not None:
+            self.ctx.on_task(task_id)
 
     def _inputs(self, info: TaskInfo) -> dict[Hashable, object]:
         inputs, absent = self.state.take_inputs(info)
@@ -177,15 +220,24 @@ class Execution:
         started = time.time()
         completed = self.ctx.store.deliver(
             self.run_id, outputs=outputs, marks=flush.marks, events=flush.events,
-            persisted=persisted, persist_ttl_ms=self.options.persist_ttl_ms,
+            persisted=persisted, persist_ttl_ms=self.options.persist_ttl_ms, epoch=self.epoch,
         )
         self.metrics.flushed(started, outputs, flush.marks)
+        faults.kill_point("after-deliver")
         dispatch = self.state.delivered(flush, completed)
         if dispatch.invoke:
-            self.ctx.invoker.invoke(
-                [Invocation(self.run_id, part, tasks) for part, tasks in dispatch.invoke])
-            self.invoked += len(dispatch.invoke)
+            self._invoke([Invocation(self.run_id, part, tasks, epoch=self.epoch)
+                          for part, tasks in dispatch.invoke])
         return dispatch
+
+    def _invoke(self, invocations: list[Invocation]) -> None:
+        """Fan out; the client learns of these invocations from the end event and expects them."""
+        self.invoked.extend(i.id for i in invocations)
+        if len(invocations) > 1 and faults.armed("mid-fan-out"):
+            self.ctx.invoker.invoke(invocations[:1])
+            faults.kill_point("mid-fan-out")
+            invocations = invocations[1:]
+        self.ctx.invoker.invoke(invocations)
 
     def _serialize(self, task_ids: list[int]) -> tuple[dict[int, bytes], dict[str, bytes]]:
         outputs: dict[int, bytes] = {}
@@ -206,28 +258,29 @@ class Execution:
 
     def _send(self, events: list[Event]) -> None:
         with contextlib.suppress(RunGoneError):
-            self.ctx.store.deliver(self.run_id, events=events)
+            self.ctx.store.deliver(self.run_id, events=events, epoch=self.epoch)
 
     # -- failures --------------------------------------------------------------------------
 
-    def _fail(self, info: TaskInfo, inputs: dict[Hashable, object],
-              exc: BaseException) -> NoReturn:
+    def _fail(self, info: TaskInfo, inputs: dict[Hashable, object], exc: BaseException,
+              attempts: int) -> NoReturn:
         if self.options.rerun_locally:
             # The client runs the task again itself, from inputs it reads in the store.
             kept = {dep: self.tier.dump(self.run_id, dep, key, inputs[key])
                     for dep, key in zip(info.deps, info.dep_keys)}
-            self.ctx.store.deliver(self.run_id, outputs=kept)
+            self.ctx.store.deliver(self.run_id, outputs=kept, epoch=self.epoch)
         # The frames from the task down: this shell's own frame is not the user's business.
         frames = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        self._report_task_error(info.id, exc, frames)
+        self._report_task_error(info.id, exc, frames, attempts)
         raise _Abort from exc
 
     def _report_task_error(self, task_id: int, exc: BaseException,
-                           frames: TracebackType | None) -> None:
+                           frames: TracebackType | None, attempts: int = 1) -> None:
         text = "".join(traceback.format_exception(type(exc), exc, frames))
         error = serialization.dumps_error(exc, frames)
         events = self.state.take_events()
-        self._send([*events, TaskErred(task_id, self.ctx.worker_id, error, text)])
+        erred = TaskErred(task_id, self.ctx.worker_id, error, text, attempts)
+        self._send([*events, erred])
 
     def _report_failure(self, exc: BaseException) -> None:
         """The invocation itself failed (not a task): tell the client which worker and why."""
@@ -238,7 +291,8 @@ def failure_event(worker: str, invocation: Invocation, exc: BaseException) -> In
     """``InvocationFailed`` for an exception, with its frames (workers and platforms alike)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return InvocationFailed(worker, invocation.partition,
-                            serialization.dumps_error(exc, exc.__traceback__), text)
+                            serialization.dumps_error(exc, exc.__traceback__), text,
+                            invocation.id, invocation.epoch)
 
 
 def _picklable(category: type[Warning]) -> type[Warning]:

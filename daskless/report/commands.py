@@ -61,7 +61,7 @@ def largest_prefixes(run: RunMetrics, shown: int = 3) -> str:
 
 def runs_table(runs: list[RunMetrics]) -> str:
     headers = ["run", "started (UTC)", "status", "tasks", "recorded", "workers", "total",
-               "largest key prefixes"]
+               "errors", "recoveries", "largest key prefixes"]
     rows = [headers]
     for run in runs:
         total = run.timings.get("total")
@@ -71,6 +71,7 @@ def runs_table(runs: list[RunMetrics]) -> str:
             str(len(run.tasks) - len(run.missing_tasks)),
             str(len({i.worker for i in run.invocations.values()})),
             f"{total:.3f} s" if total is not None else "-",
+            str(len(run.errors)), str(len(run.recoveries)),
             largest_prefixes(run),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]

@@ -54,6 +54,20 @@ class TaskMetrics:
         return (self.end - self.start) if self.start is not None and self.end is not None else 0.0
 
 
+@dataclass(frozen=True)
+class TaskError:
+    """One failed attempt of a task, as its worker recorded it."""
+
+    task: int
+    key: str
+    worker: str | None
+    attempt: int
+    type: str
+    message: str
+    traceback: str
+    t: float
+
+
 @dataclass
 class InvocationMetrics:
     """One worker invocation: where it ran, whether it was a cold start, how it ended."""
@@ -87,6 +101,8 @@ class RunMetrics:
     status: str | None = None
     ended: float | None = None
     lost_workers: list[str] = field(default_factory=list)
+    errors: list[TaskError] = field(default_factory=list)
+    recoveries: list[str] = field(default_factory=list)
     records: int = 0
     _early: list[list[Any]] = field(default_factory=list, repr=False)
 
@@ -122,6 +138,7 @@ class RunMetrics:
         self.status = str(body["status"])
         self.timings = {str(k): float(v) for k, v in body["timings"].items()}
         self.lost_workers = list(body.get("lost", []))
+        self.recoveries = [str(r) for r in body.get("recoveries", [])]
 
     def _on_inv(self, inv: str, worker: str, partition: int, entries: int, t: float,
                 cold: bool, startup_s: float | None, spec_s: float, inline: bool) -> None:
@@ -141,19 +158,23 @@ class RunMetrics:
         task = self._task(task_id)
         if task is None:
             return
-        task.inv, task.start, task.end = inv, start, end
+        task.inv, task.start, task.end, task.erred = inv, start, end, False
         task.runs += 1
         found = self.invocations.get(inv)
         task.worker = found.worker if found is not None else None
         task.downloads = {int(d): (int(n), float(s)) for d, n, s in inputs}
 
-    def _on_err(self, inv: str, task_id: int, start: float, end: float) -> None:
+    def _on_err(self, inv: str, task_id: int, start: float, end: float, attempt: int = 1,
+                kind: str = "", message: str = "", frames: str = "") -> None:
         task = self._task(task_id)
-        if task is not None:
-            task.inv, task.start, task.end, task.erred = inv, start, end, True
-            task.runs += 1
-            found = self.invocations.get(inv)
-            task.worker = found.worker if found is not None else None
+        if task is None:
+            return
+        task.inv, task.start, task.end, task.erred = inv, start, end, True
+        task.runs += 1
+        found = self.invocations.get(inv)
+        task.worker = found.worker if found is not None else None
+        self.errors.append(TaskError(task_id, task.key, task.worker, int(attempt), kind,
+                                     message, frames, end))
 
     def _on_flush(self, inv: str, start: float, end: float, sizes: list[list[int]],
                   producers: list[int]) -> None:

@@ -4,8 +4,9 @@ Sections per run, each a ``<section>`` with a stable id prefix so that tools and
 ``timings`` (client-side phases, outcome, what is missing), ``task-stream`` (a Gantt chart, one
 lane per worker), ``dag`` (tasks coloured by worker, the critical path outlined in red),
 ``transfers`` (edges by kind: local or via store, bytes and seconds), ``prefixes`` (counts and
-times per dask key prefix, the task names dask's own dashboard shows) and ``workers``
-(invocations, cold starts, sub-DAG fetch times). Every task shape carries ``data-task`` and
+times per dask key prefix, the task names dask's own dashboard shows), ``workers``
+(invocations, cold starts, sub-DAG fetch times) and ``errors`` (every failed attempt of a task:
+key, exception, message, traceback, worker, attempt; and the recoveries the run made). Every task shape carries ``data-task`` and
 ``data-worker`` attributes, and a JSON block (``run-data``) repeats the figures the page shows.
 """
 
@@ -32,7 +33,8 @@ table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom
 text-align:right}th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
 svg{background:#fff;border:1px solid #ddd}.legend span{display:inline-block;margin-right:14px}
 .swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
-.warn{color:#a40}.muted{color:#777}
+.warn{color:#a40}.muted{color:#777}pre{background:#fff;border:1px solid #eee;padding:6px;
+overflow-x:auto;font-size:12px}
 """
 
 
@@ -186,6 +188,21 @@ def workers_section(run: RunMetrics, sid: str) -> str:
             f"{table(headers, rows, 'workers')}</section>")
 
 
+def errors_section(run: RunMetrics, sid: str) -> str:
+    if not run.errors and not run.recoveries:
+        return (f'<section id="errors-{sid}"><h2>Errors</h2>'
+                "<p class='muted'>No task raised, and no work was lost.</p></section>")
+    rows = [[e.key, e.type, e.message, e.worker or "", e.attempt] for e in run.errors]
+    frames = "".join(f"<details><summary>{esc(e.key)}, attempt {e.attempt}</summary>"
+                     f"<pre>{esc(e.traceback)}</pre></details>" for e in run.errors)
+    lost = "".join(f"<li>{esc(reason)}</li>" for reason in run.recoveries)
+    recovered = (f"<p>The run recovered lost work {len(run.recoveries)} time(s):</p><ul>{lost}"
+                 "</ul>") if run.recoveries else ""
+    headers = ["key", "exception", "message", "worker", "attempt"]
+    return (f'<section id="errors-{sid}"><h2>Errors</h2>'
+            f"{table(headers, rows, 'errors') if rows else ''}{frames}{recovered}</section>")
+
+
 def run_data(run: RunMetrics) -> dict[str, Any]:
     totals = analysis.transfers(run)
     return {
@@ -195,6 +212,9 @@ def run_data(run: RunMetrics) -> dict[str, Any]:
         "prefixes": {f.name: f.count for f in analysis.by_prefix(run)},
         "transfers": {k: {"edges": t.edges, "bytes": t.bytes} for k, t in totals.items()},
         "critical_path": analysis.critical_path(run.tasks), "timings": run.timings,
+        "errors": [{"key": e.key, "type": e.type, "message": e.message, "worker": e.worker,
+                    "attempt": e.attempt} for e in run.errors],
+        "recoveries": run.recoveries,
     }
 
 
@@ -208,6 +228,7 @@ def render_run(run: RunMetrics) -> str:
             f"{timings_section(run, sid)}{task_stream_section(run, sid, palette)}"
             f"{dag_section(run, sid, palette)}{transfers_section(run, sid)}"
             f"{prefixes_section(run, sid)}{workers_section(run, sid)}"
+            f"{errors_section(run, sid)}"
             f'<script type="application/json" class="run-data">{data}</script></article>')
 
 

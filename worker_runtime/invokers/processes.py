@@ -40,6 +40,7 @@ from daskless.worker_runtime.events import Event, WorkerLost
 from daskless.worker_runtime.invokers.queue import QueueInvoker
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.base import Store
+from daskless.worker_runtime.task_slot import TaskSlot
 from daskless.worker_runtime.values import peer
 
 # glibc's allocator hands large blocks (from 128 KiB) back to the kernel when they are freed, so
@@ -60,11 +61,13 @@ Notify = Callable[[str, Event], None]
 
 @dataclass(eq=False)
 class _Worker:
-    """One worker process and its pipes."""
+    """One worker process, its control pipe, the store list of what it holds, and the shared
+    slot where it writes the task it runs."""
 
     proc: subprocess.Popen[bytes]
     control: int
     held: str
+    slot: TaskSlot
     partial: bytes = b""  # an unfinished control line
 
     @property
@@ -129,22 +132,26 @@ class ProcessPool:
             env.update(WARM_MEMORY_ENV)
         control_r, control_w = os.pipe()
         held = keys.pool_held(self.pool_id, next(self._numbers))
+        slot = TaskSlot()
         config = json.dumps({"store": self._store.url, "queue": self.queue, "held": held,
-                             "control_fd": control_w, "settings": self._settings})
+                             "control_fd": control_w, "slot_fd": slot.fd,
+                             "settings": self._settings})
         try:
             # Forked from a thread that outlives the caller: the worker's parent-death signal
             # must not fire when the thread that first used the pool ends (see ``launcher``).
             proc = launcher.spawn(lambda: subprocess.Popen(
                 [sys.executable, "-m", "daskless.worker_runtime.process_worker"],
-                stdin=subprocess.PIPE, pass_fds=(control_w,), env=env, cwd=os.getcwd(),
+                stdin=subprocess.PIPE, pass_fds=(control_w, slot.fd), env=env,
+                cwd=os.getcwd(),
             ))
         finally:
             os.close(control_w)
+            slot.started()
         assert proc.stdin is not None
         proc.stdin.write(config.encode() + b"\n")
         proc.stdin.flush()
         with self._lock:
-            self._workers[control_r] = _Worker(proc, control_r, held)
+            self._workers[control_r] = _Worker(proc, control_r, held, slot)
         os.write(self._wake_w, b"x")  # the monitor waits on the new pipes from now on
 
     def _watch(self) -> None:
@@ -199,9 +206,10 @@ class ProcessPool:
                   file=sys.stderr)
             held = []
         for payload in held:
-            invocation = Invocation.from_bytes(payload)
-            self._notify(invocation.run_id,
-                         WorkerLost(worker.id, reason, invocation.partition, False))
+            inv = Invocation.from_bytes(payload)
+            self._notify(inv.run_id, WorkerLost(worker.id, reason, inv.partition, False, inv.id,
+                                                inv.epoch, worker.slot.task()))
+        worker.slot.close()
         self._spawn()
 
     # -- peer-read probe -------------------------------------------------------------------
@@ -261,6 +269,7 @@ class ProcessPool:
         for worker in workers:
             with contextlib.suppress(OSError):
                 os.close(worker.control)
+            worker.slot.close()
             if worker.proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     worker.proc.stdin.close()

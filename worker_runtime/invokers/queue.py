@@ -21,8 +21,9 @@ class QueueInvoker:
         self.queue = queue
 
     def invoke(self, invocations: Sequence[Invocation]) -> None:
-        by_run: dict[str, list[bytes]] = {}
+        by_run: dict[tuple[str, int], list[bytes]] = {}
         for invocation in invocations:
-            by_run.setdefault(invocation.run_id, []).append(invocation.to_bytes())
-        for run_id, payloads in by_run.items():
-            self.store.push_invocations(run_id, self.queue, payloads)
+            key = (invocation.run_id, invocation.epoch)
+            by_run.setdefault(key, []).append(invocation.to_bytes())
+        for (run_id, epoch), payloads in by_run.items():
+            self.store.push_invocations(run_id, self.queue, payloads, epoch)

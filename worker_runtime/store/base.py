@@ -1,10 +1,16 @@
 """The ``Store`` protocol: everything workers and clients share goes through these primitives.
 
 The protocol is deliberately small. Besides plain reads, every write a worker makes is one
-:meth:`Store.deliver` call, which atomically (a) stores outputs, (b) marks fan-in edges and
-reports which tasks this very call completed, and (c) appends an event batch, all only while the
-run is alive. Atomicity makes fan-in marks idempotent (a re-delivered edge never counts twice)
-and makes cancellation clean (once the client deletes a run, no worker can write to it again).
+:meth:`Store.deliver` call, which atomically (a) claims an invocation, if asked, (b) commits
+outputs (each once), (c) marks fan-in edges and reports which tasks this very call completed,
+and (d) appends an event batch, all only while the run is alive *and at the writer's epoch*.
+Atomicity makes fan-in marks idempotent (a re-delivered edge never counts twice), cancellation
+clean (once the client deletes a run, no worker can write to it again) and recovery safe (once
+the client starts a new epoch with :meth:`Store.recover`, no attempt of the old one can write).
+
+Refusals are exceptions: ``RunGoneError`` (the run is gone), ``StaleAttemptError`` (the run is
+at another epoch) and ``DuplicateInvocationError`` (the invocation was claimed already), all
+of which a worker takes as the sign to stop quietly.
 """
 
 from __future__ import annotations
@@ -23,6 +29,14 @@ class Mark(NamedTuple):
     n_deps: int
 
 
+class Claim(NamedTuple):
+    """A worker takes invocation ``inv`` over, leased for ``lease_ms`` (see ``renew_leases``)."""
+
+    inv: str
+    worker: str
+    lease_ms: int
+
+
 class Store(Protocol):
     """Shared state of runs: specs, outputs, fan-in marks, events, persisted data, queues."""
 
@@ -35,8 +49,8 @@ class Store(Protocol):
         """Create a run's keys (alive marker, sub-DAG specs, event stream) with a TTL."""
         ...
 
-    def load_spec(self, run_id: str, partition: int) -> bytes:
-        """One partition's serialized sub-DAG; ``RunGoneError`` if the run is gone."""
+    def load_spec(self, run_id: str, partition: int, epoch: int = 1) -> bytes:
+        """One partition's serialized sub-DAG of an epoch; ``RunGoneError`` if it is gone."""
         ...
 
     def deliver(
@@ -47,12 +61,40 @@ class Store(Protocol):
         events: Sequence[Event] = (),
         persisted: Mapping[str, bytes] = {},
         persist_ttl_ms: int = 0,
+        epoch: int = 1,
+        claim: Claim | None = None,
     ) -> list[int]:
-        """Atomically store outputs and persisted data, mark edges and append events.
+        """Atomically claim, commit outputs (first commit wins) and persisted data, mark edges
+        and append events, as a writer of ``epoch``.
 
         Returns the tasks whose last missing input this call delivered (their new owner is the
-        caller). Raises ``RunGoneError`` and writes nothing if the run no longer exists.
+        caller). Writes nothing and raises when the run is gone, at another epoch, or the
+        claimed invocation was taken (see the module docstring).
         """
+        ...
+
+    def renew_leases(self, run_id: str, epoch: int, lease_ms: int,
+                     running: Mapping[str, int]) -> None:
+        """Extend the leases of running invocations (id -> the task each is running)."""
+        ...
+
+    def lapsed_leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, int]:
+        """Which of these invocations' leases ran out (by the store's clock), and their task."""
+        ...
+
+    def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],
+                lost: Sequence[int], event: Event) -> None:
+        """Start ``new_epoch`` of a run that is at ``epoch``: fence the old attempts, forget
+        fan-in marks, claims and leases, drop the ``lost`` outputs, store the new sub-DAGs and
+        append ``event``, all at once."""
+        ...
+
+    def instance(self) -> str:
+        """Who the store is: changes when the server restarts (and forgets every run)."""
+        ...
+
+    def committed(self, run_id: str) -> list[int]:
+        """The ids of the tasks whose outputs the run holds."""
         ...
 
     def fetch(self, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
@@ -85,8 +127,9 @@ class Store(Protocol):
         """Release persisted values."""
         ...
 
-    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes]) -> None:
-        """Queue invocations for a worker pool, only while the run is alive."""
+    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes],
+                         epoch: int = 1) -> None:
+        """Queue invocations for a worker pool, only while the run is alive at ``epoch``."""
         ...
 
     def pop_invocation(self, queue: str, timeout_s: float, hold: str | None = None

@@ -1,8 +1,8 @@
 """``MemoryStore``: the in-process twin of the Redis store, for thread workers.
 
-It keeps exactly the semantics of :class:`RedisStore` (serialized outputs, idempotent marks,
-gated writes, blocking event reads) under one lock, so the protocol can be tested and run without
-a server. It cannot be shared between processes.
+It keeps exactly the semantics of :class:`RedisStore` (outputs committed once, idempotent marks,
+writes gated on the run and its epoch, claims and leases, blocking event reads) under one lock,
+so the protocol can be tested and run without a server. It cannot be shared between processes.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daskless.worker_runtime.errors import RunGoneError
+from daskless.worker_runtime.errors import (
+    DuplicateInvocationError,
+    RunGoneError,
+    StaleAttemptError,
+)
 from daskless.worker_runtime.events import Event, RunCreated
-from daskless.worker_runtime.store.base import Mark
+from daskless.worker_runtime.store.base import Claim, Mark
 
 _ids = itertools.count()
 # The process's memory is the only place metrics live here: keep the most recent runs only.
@@ -27,11 +31,14 @@ MAX_METRIC_RUNS = 200
 
 @dataclass
 class _Run:
-    specs: dict[int, bytes]
+    specs: dict[tuple[int, int], bytes]  # (epoch, partition) -> sub-DAG
     outputs: dict[int, bytes] = field(default_factory=dict)
     edges: set[tuple[int, int]] = field(default_factory=set)
     counts: dict[int, int] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    epoch: int = 1
+    claims: dict[str, str] = field(default_factory=dict)
+    leases: dict[str, tuple[float, int]] = field(default_factory=dict)  # until, current task
 
 
 class MemoryStore:
@@ -52,17 +59,23 @@ class MemoryStore:
 
     def create_run(self, run_id: str, specs: Mapping[int, bytes], ttl_s: float) -> None:
         with self._changed:
-            self._runs[run_id] = _Run(specs=dict(specs), events=[RunCreated(time.time())])
+            self._runs[run_id] = _Run(specs={(1, p): s for p, s in specs.items()},
+                                      events=[RunCreated(time.time())])
 
-    def _run(self, run_id: str) -> _Run:
+    def _run(self, run_id: str, epoch: int | None = None) -> _Run:
         run = self._runs.get(run_id)
         if run is None:
             raise RunGoneError(f"run {run_id} is gone")
+        if epoch is not None and run.epoch != epoch:
+            raise StaleAttemptError(f"run {run_id} moved on from epoch {epoch}")
         return run
 
-    def load_spec(self, run_id: str, partition: int) -> bytes:
+    def load_spec(self, run_id: str, partition: int, epoch: int = 1) -> bytes:
         with self._changed:
-            return self._run(run_id).specs[partition]
+            spec = self._run(run_id).specs.get((epoch, partition))
+            if spec is None:
+                raise RunGoneError(f"run {run_id} (epoch {epoch}) is gone")
+            return spec
 
     def deliver(
         self,
@@ -72,10 +85,19 @@ class MemoryStore:
         events: Sequence[Event] = (),
         persisted: Mapping[str, bytes] = {},
         persist_ttl_ms: int = 0,
+        epoch: int = 1,
+        claim: Claim | None = None,
     ) -> list[int]:
         with self._changed:
-            run = self._run(run_id)
-            run.outputs.update(outputs)
+            run = self._run(run_id, epoch)
+            if claim is not None:
+                if claim.inv in run.claims:
+                    raise DuplicateInvocationError(
+                        f"an invocation of run {run_id} was taken over already")
+                run.claims[claim.inv] = claim.worker
+                run.leases[claim.inv] = (time.monotonic() + claim.lease_ms / 1000, -1)
+            for task, value in outputs.items():
+                run.outputs.setdefault(task, value)  # committed once: the first value stays
             self._data.update(persisted)
             completed = [m.task for m in marks if self._mark(run, m)]
             if events:
@@ -93,6 +115,10 @@ class MemoryStore:
         run.counts[mark.task] = count
         return count == mark.n_deps
 
+    def committed(self, run_id: str) -> list[int]:
+        with self._changed:
+            return list(self._run(run_id).outputs)
+
     def fetch(self, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
         with self._changed:
             outputs = self._run(run_id).outputs
@@ -108,6 +134,37 @@ class MemoryStore:
                 self._changed.wait(timeout_s)
                 run = self._run(run_id)
             return str(len(run.events)), run.events[start:]
+
+    def renew_leases(self, run_id: str, epoch: int, lease_ms: int,
+                     running: Mapping[str, int]) -> None:
+        with self._changed:
+            run = self._run(run_id, epoch)
+            until = time.monotonic() + lease_ms / 1000
+            run.leases.update((inv, (until, task)) for inv, task in running.items())
+
+    def lapsed_leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, int]:
+        with self._changed:
+            leases, now = self._run(run_id).leases, time.monotonic()
+            return {inv: leases[inv][1] for inv in invocations
+                    if inv in leases and leases[inv][0] < now}
+
+    def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],
+                lost: Sequence[int], event: Event) -> None:
+        with self._changed:
+            run = self._run(run_id, epoch)
+            run.epoch = new_epoch
+            run.edges.clear()
+            run.counts.clear()
+            run.claims.clear()
+            run.leases.clear()
+            run.specs.update(((new_epoch, p), s) for p, s in specs.items())
+            for task in lost:
+                run.outputs.pop(task, None)
+            run.events.append(event)
+            self._changed.notify_all()
+
+    def instance(self) -> str:
+        return self._url
 
     def run_alive(self, run_id: str) -> bool:
         with self._changed:
@@ -131,9 +188,10 @@ class MemoryStore:
             for name in names:
                 self._data.pop(name, None)
 
-    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes]) -> None:
+    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes],
+                         epoch: int = 1) -> None:
         with self._changed:
-            self._run(run_id)
+            self._run(run_id, epoch)
             self._queues.setdefault(queue, deque()).extend(payloads)
             self._changed.notify_all()
 

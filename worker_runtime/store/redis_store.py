@@ -20,10 +20,15 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from daskless.worker_runtime import keys
-from daskless.worker_runtime.errors import RunGoneError, StoreUnavailableError
+from daskless.worker_runtime.errors import (
+    DuplicateInvocationError,
+    RunGoneError,
+    StaleAttemptError,
+    StoreUnavailableError,
+)
 from daskless.worker_runtime.events import Event, RunCreated, decode, encode, encode_all
 from daskless.worker_runtime.store import lua
-from daskless.worker_runtime.store.base import Mark
+from daskless.worker_runtime.store.base import Claim, Mark
 from daskless.worker_runtime.store.urls import masked
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +62,9 @@ class RedisStore:
         )
         self._deliver = self._client.register_script(lua.DELIVER)
         self._push = self._client.register_script(lua.PUSH_INVOCATIONS)
+        self._renew = self._client.register_script(lua.RENEW)
+        self._expired = self._client.register_script(lua.EXPIRED)
+        self._recover = self._client.register_script(lua.RECOVER)
 
     @property
     def url(self) -> str:
@@ -74,25 +82,25 @@ class RedisStore:
 
     @_translating
     def create_run(self, run_id: str, specs: Mapping[int, bytes], ttl_s: float) -> None:
-        meta, spec, out, fanin, events = keys.run_keys(run_id)
+        meta, spec, out, fanin, events, claims, leases = keys.run_keys(run_id)
         ttl_ms = int(ttl_s * 1000)
         pipe = self._client.pipeline(transaction=True)
-        pipe.hset(meta, mapping={"created": time.time()})
+        pipe.hset(meta, mapping={"created": time.time(), "epoch": 1})
         if specs:
-            pipe.hset(spec, mapping={str(p): s for p, s in specs.items()})
+            pipe.hset(spec, mapping={keys.spec_field(1, p): s for p, s in specs.items()})
         # Placeholders let the hashes carry their TTL before any worker writes to them.
-        pipe.hset(out, "_", b"")
-        pipe.hset(fanin, "_", b"")
+        for key in (out, fanin, claims, leases):
+            pipe.hset(key, "_", b"")
         pipe.xadd(events, {"e": pickle.dumps([encode(RunCreated(time.time()))])})
-        for key in (meta, spec, out, fanin, events):
+        for key in (meta, spec, out, fanin, events, claims, leases):
             pipe.pexpire(key, ttl_ms)
         pipe.execute()
 
     @_translating
-    def load_spec(self, run_id: str, partition: int) -> bytes:
-        data = self._client.hget(keys.run_key(run_id, "spec"), str(partition))
+    def load_spec(self, run_id: str, partition: int, epoch: int = 1) -> bytes:
+        data = self._client.hget(keys.run_key(run_id, "spec"), keys.spec_field(epoch, partition))
         if data is None:
-            raise RunGoneError(f"run {run_id} is gone")
+            raise RunGoneError(f"run {run_id} (epoch {epoch}) is gone")
         return cast(bytes, data)
 
     @_translating
@@ -104,25 +112,64 @@ class RedisStore:
         events: Sequence[Event] = (),
         persisted: Mapping[str, bytes] = {},
         persist_ttl_ms: int = 0,
+        epoch: int = 1,
+        claim: Claim | None = None,
     ) -> list[int]:
         names = [keys.data_key(n) for n in persisted]
         args: list[Any] = [
+            epoch,
+            *(claim if claim is not None else ("", "", 0)),
+            pickle.dumps(encode_all(events)) if events else b"",
             len(outputs),
             len(persisted),
             max(persist_ttl_ms, 1),
             len(marks),
-            pickle.dumps(encode_all(events)) if events else b"",
         ]
         for task, value in outputs.items():
             args += (task, value)
         args.extend(persisted.values())
         for mark in marks:
             args += mark
-        meta, _spec, out, fanin, events_key = keys.run_keys(run_id)
-        result = self._deliver(keys=[meta, out, fanin, events_key, *names], args=args)
-        if result == -1:
-            raise RunGoneError(f"run {run_id} is gone")
-        return [int(t) for t in result]
+        meta, _spec, out, fanin, events_key, claims, leases = keys.run_keys(run_id)
+        result = self._deliver(keys=[meta, out, fanin, events_key, claims, leases, *names],
+                               args=args)
+        return [int(t) for t in _refusal(result, run_id, epoch)]
+
+    @_translating
+    def renew_leases(self, run_id: str, epoch: int, lease_ms: int,
+                     running: Mapping[str, int]) -> None:
+        if not running:
+            return
+        args: list[Any] = [epoch, lease_ms]
+        for inv, task in running.items():
+            args += (inv, task)
+        keys_ = [keys.run_key(run_id, "meta"), keys.run_key(run_id, "leases")]
+        _refusal(self._renew(keys=keys_, args=args), run_id, epoch)
+
+    @_translating
+    def lapsed_leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, int]:
+        if not invocations:
+            return {}
+        flat = self._expired(keys=[keys.run_key(run_id, "leases")], args=list(invocations))
+        return {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    @_translating
+    def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],
+                lost: Sequence[int], event: Event) -> None:
+        args: list[Any] = [epoch, new_epoch, pickle.dumps([encode(event)]), len(specs)]
+        for partition, spec in specs.items():
+            args += (keys.spec_field(new_epoch, partition), spec)
+        args.extend(lost)
+        _refusal(self._recover(keys=keys.run_keys(run_id), args=args), run_id, epoch)
+
+    @_translating
+    def instance(self) -> str:
+        return str(self._client.info("server")["run_id"])
+
+    @_translating
+    def committed(self, run_id: str) -> list[int]:
+        fields = self._client.hkeys(keys.run_key(run_id, "out"))
+        return [int(f) for f in fields if f != b"_"]
 
     @_translating
     def fetch(self, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
@@ -174,9 +221,11 @@ class RedisStore:
             self._client.unlink(*(keys.data_key(n) for n in names))
 
     @_translating
-    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes]) -> None:
-        if payloads and self._push(keys=[keys.run_key(run_id, "meta"), queue], args=payloads) == -1:
-            raise RunGoneError(f"run {run_id} is gone")
+    def push_invocations(self, run_id: str, queue: str, payloads: Sequence[bytes],
+                         epoch: int = 1) -> None:
+        if payloads:
+            reply = self._push(keys=[keys.run_key(run_id, "meta"), queue], args=[epoch, *payloads])
+            _refusal(reply, run_id, epoch)
 
     @_translating
     def pop_invocation(self, queue: str, timeout_s: float, hold: str | None = None
@@ -238,3 +287,18 @@ class RedisStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _refusal(reply: Any, run_id: str, epoch: int) -> Any:
+    """A script's reply, or the refusal it stands for as an exception (see ``store.base``)."""
+    if reply == -1:
+        raise RunGoneError(f"run {run_id} is gone")
+    if reply == -2:
+        raise StaleAttemptError(f"run {run_id} moved on from epoch {epoch}")
+    if reply == -3:
+        raise DuplicateInvocationError(f"an invocation of run {run_id} was taken over already")
+    return reply
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -37,7 +37,7 @@ from typing import Any
 from daskless.worker_runtime.errors import PeerReadError, WorkerLostError
 
 MARKER = b"\x00daskless-peer:"
-_HEADER = struct.Struct("<3Q")  # pid, stream length, number of buffers
+_HEADER = struct.Struct("<4Q")  # pid, its start time, stream length, number of buffers
 _BUFFER = struct.Struct("<2Q")  # address, length
 PROBE_BYTES = b"daskless-peer-probe-0123456789ab"
 
@@ -61,7 +61,7 @@ def share(run_id: str, task_id: int, value: object, stream: bytes,
     import numpy as np
 
     views = [b.raw() for b in buffers]
-    parts = [MARKER, _HEADER.pack(os.getpid(), len(stream), len(views))]
+    parts = [MARKER, _HEADER.pack(os.getpid(), _own_start(), len(stream), len(views))]
     for view in views:
         address = np.frombuffer(view, dtype=np.uint8).ctypes.data if view.nbytes else 0
         parts.append(_BUFFER.pack(address, view.nbytes))
@@ -87,13 +87,16 @@ def load(data: bytes, key: Hashable) -> object:
     import numpy as np
 
     offset = len(MARKER)
-    pid, stream_len, count = _HEADER.unpack_from(data, offset)
+    pid, started, stream_len, count = _HEADER.unpack_from(data, offset)
     if pid == os.getpid():
         with _lock:
             here = _here.get(bytes(data), _here)
         if here is not _here:
             return here
     offset += _HEADER.size
+    if not alive(pid, started):  # checked first: a reused pid would hand over other bytes
+        raise WorkerLostError(f"the worker process {pid} that holds the output of {key!r} is "
+                              "gone")
     buffers: list[Any] = []
     for _ in range(count):
         address, length = _BUFFER.unpack_from(data, offset)
@@ -103,6 +106,42 @@ def load(data: bytes, key: Hashable) -> object:
             _read(pid, address, target.ctypes.data, length, key)
         buffers.append(target)
     return pickle.loads(data[offset:offset + stream_len], buffers=buffers)
+
+
+def owner(data: bytes) -> tuple[int, int]:
+    """The process that keeps the value a reference stands for: its pid and start time."""
+    pid, started, _, _ = _HEADER.unpack_from(data, len(MARKER))
+    return int(pid), int(started)
+
+
+def alive(pid: int, started: int) -> bool:
+    """Whether process ``pid`` is the one that started at ``started`` and still runs (a pid
+    of a dead process may be reused; a zombie is dead)."""
+    if pid == os.getpid():
+        return True
+    return _start_time(pid) == started
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of a running process (clock ticks since boot), None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):  # a zombie or dead process: its memory is gone
+        return None
+    return int(fields[19])
+
+
+_own: tuple[int, int] = (0, 0)  # (pid, start time) of this process, once read
+
+
+def _own_start() -> int:
+    global _own
+    if _own[0] != os.getpid():  # read once per process (a forked child reads its own)
+        _own = (os.getpid(), _start_time(os.getpid()) or 0)
+    return _own[1]
 
 
 def release(run_id: str) -> None:

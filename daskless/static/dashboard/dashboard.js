@@ -99,6 +99,7 @@ class RunView {
     this.end = new Array(n).fill(null);
     this.inv = new Array(n).fill(null);
     this.erred = new Array(n).fill(false);
+    this.failure = new Array(n).fill(null); // "Type: message (attempt n)" of an error
     this.invs = {};
     this.workers = [];
     this.downloads = new Array(n).fill(null); // per task: [inputs read, bytes, seconds]
@@ -151,7 +152,9 @@ class RunView {
         this.start[t] = r[3];
         this.end[t] = r[4];
         this.erred[t] = kind === "err";
-        const inputs = r[5] || [];
+        if (kind === "err" && r.length > 7) this.failure[t] = `${r[6]}: ${r[7]} (attempt ${r[5]})`;
+        // A task record's sixth field lists its inputs; an error's is its attempt number.
+        const inputs = kind === "task" ? (r[5] || []) : [];
         this.downloads[t] = [inputs.length, inputs.reduce((a, i) => a + i[1], 0),
                              inputs.reduce((a, i) => a + i[2], 0)];
       } else if (kind === "flush") {
@@ -229,8 +232,9 @@ class RunView {
       node.setAttribute("data-state", state);
       const task = this.tasks[t];
       const ran = this.end[t] !== null ? `, ${fmtS(this.end[t] - this.start[t])}` : "";
+      const failure = state === "erred" && this.failure[t] ? `\n${this.failure[t]}` : "";
       node.firstChild.textContent = `${task.key} (${task.prefix})\n${state}${
-        worker ? ` on ${worker}` : ""}${ran}`;
+        worker ? ` on ${worker}` : ""}${ran}${failure}`;
     });
     this.drawProgress(counts);
     this.drawLegend(counts);

@@ -1,0 +1,97 @@
+"""Leases: running invocations tell the store they are alive, so a vanished worker is noticed.
+
+A worker on another machine can disappear without anyone being told: a container is reclaimed,
+a machine loses power, a network splits. Each running invocation therefore holds a lease in its
+run's ``leases`` hash, taken together with its claim (``Store.deliver``) and renewed by one
+:class:`LeaseKeeper` thread per process every third of the lease, in one round trip per run,
+together with the task each invocation is running. The client treats a lease that lapsed, by
+the store's own clock, as a worker lost while running that task (the task is also whom a
+worker death is blamed on; see ``KilledWorker``).
+
+The thread only renews; it never decides anything. A renewal the store refuses (the run ended,
+or recovered in a newer epoch) drops the invocation from the keeper, whose worker finds out at
+its own next write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from daskless.worker_runtime.errors import RunGoneError, StoreError
+from daskless.worker_runtime.store.base import Store
+
+CurrentTask = Callable[[], int]
+
+
+@dataclass(frozen=True)
+class _Held:
+    store: Store
+    run_id: str
+    epoch: int
+    inv: str
+    current: CurrentTask
+
+
+class LeaseKeeper:
+    """Renews the leases of this process's running invocations; see the module docstring."""
+
+    def __init__(self, lease_ms: int) -> None:
+        self.lease_ms = lease_ms
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, store: Store, run_id: str, epoch: int, inv: str,
+                current: CurrentTask) -> Iterator[None]:
+        """Keep ``inv``'s lease (taken with its claim) alive for the duration of the block."""
+        with self._lock:
+            self._held[inv] = _Held(store, run_id, epoch, inv, current)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._renew_forever,
+                                                name="daskless-leases", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(inv, None)
+
+    def _renew_forever(self) -> None:
+        while True:
+            self._wake.wait(self.lease_ms / 3000)
+            with self._lock:
+                held = list(self._held.values())
+            runs: dict[tuple[int, str, int], list[_Held]] = {}
+            for h in held:
+                runs.setdefault((id(h.store), h.run_id, h.epoch), []).append(h)
+            for group in runs.values():
+                self._renew(group)
+
+    def _renew(self, group: list[_Held]) -> None:
+        first = group[0]
+        try:
+            first.store.renew_leases(first.run_id, first.epoch, self.lease_ms,
+                                     {h.inv: h.current() for h in group})
+        except RunGoneError:  # ended or recovered without us: its worker will find out
+            with self._lock:
+                for h in group:
+                    self._held.pop(h.inv, None)
+        except StoreError:
+            pass  # unreachable for now: the next renewal tries again, the client decides
+
+
+_keepers: dict[int, LeaseKeeper] = {}
+_keepers_lock = threading.Lock()
+
+
+def keeper(lease_ms: int) -> LeaseKeeper:
+    """This process's keeper for leases of ``lease_ms`` (one per lease length in use)."""
+    with _keepers_lock:
+        if lease_ms not in _keepers:
+            _keepers[lease_ms] = LeaseKeeper(lease_ms)
+        return _keepers[lease_ms]
