@@ -113,13 +113,13 @@ class Blame:
         self.allowed_failures = allowed_failures
         self.deaths: Counter[int] = Counter()
 
-    def death(self, task: int, worker: str, key: Hashable) -> None:
-        """A worker died running ``task`` (``-1``: not known)."""
+    def death(self, task: int, worker: str, key: Hashable, cause: str = "") -> None:
+        """A worker died running ``task`` (``-1``: not known), of ``cause``."""
         if task < 0:
             return
         self.deaths[task] += 1
         if self.deaths[task] > self.allowed_failures:
-            raise KilledWorker(key, worker, self.allowed_failures)
+            raise KilledWorker(key, worker, self.allowed_failures, cause)
 
 
 def surviving_outputs(store: Store, run_id: str, peer_tier: bool) -> tuple[set[int], list[int]]:

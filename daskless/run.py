@@ -179,7 +179,8 @@ class RunClient:
     def _check_progress(self) -> None:
         """Nothing arrived for a while: is the run alive, and is its work still under way?"""
         self._check_alive()
-        lapsed = self.store.lapsed_leases(self.run_id, self.attempt.running())
+        leases = self.store.leases(self.run_id, self.attempt.running())
+        lapsed = {inv: lease.task for inv, lease in leases.items() if lease.lapsed}
         for inv, task in lapsed.items():
             self._lost_running(inv, task, "its lease lapsed: the worker vanished")
         if lapsed:
@@ -260,8 +261,11 @@ class RunClient:
         """A worker died (or vanished) while it ran ``task`` of invocation ``inv``."""
         known = self.attempt.invocations.get(inv)
         worker = worker or (known.worker if known is not None else None) or "unknown"
+        if task < 0:  # the platform does not know: the worker's last lease renewal may
+            lease = self.store.leases(self.run_id, [inv]).get(inv)
+            task = lease.task if lease is not None else -1
         if task >= 0:
-            self.blame.death(task, worker, self.plan.keys[task])
+            self.blame.death(task, worker, self.plan.keys[task], reason)
         self._recover(f"worker {worker} was lost: {reason}")
 
     def _run_recovered(self, event: RunRecovered) -> None:
@@ -283,9 +287,10 @@ class RunClient:
         self.fruitless += 1
         if self.fruitless > MAX_FRUITLESS_RECOVERIES:
             error = RunStalledError if stalled else WorkerLostError
+            recent = [*self.recoveries[-MAX_FRUITLESS_RECOVERIES:], reason]
+            causes = "; ".join(dict.fromkeys(recent))
             raise error(f"run {self.run_id} can no longer make progress: work was lost "
-                        f"{self.fruitless} times in a row without a task finishing; last: "
-                        f"{reason}")
+                        f"{self.fruitless} times in a row without a task finishing: {causes}")
         available, lost = outputs or recovery.surviving_outputs(
             self.store, self.run_id, self._peer_tier)
         self.remaining = self.wanted - available

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import random
 import signal
@@ -48,7 +49,7 @@ BOUND_S = 60.0
 
 
 def inc(x: int) -> int:
-    time.sleep(0.002)  # long enough for a kill to land mid-run
+    time.sleep(0.004)  # long enough for a kill to land mid-run
     return x + 1
 
 
@@ -72,7 +73,8 @@ def gemm(rng: random.Random) -> Any:
 
 def bag_groupby(rng: random.Random) -> Any:
     items = db.from_sequence(range(rng.choice([200, 1000])), npartitions=rng.choice([4, 8]))
-    return items.map(lambda v: (v % 7, v)).foldby(lambda kv: kv[0], lambda a, kv: a + kv[1], 0)
+    return items.map(lambda v: (v % 7, v)).foldby(lambda kv: kv[0], lambda a, kv: a + kv[1], 0,
+                                                  add, 0)
 
 
 def chain(rng: random.Random) -> Any:
@@ -96,11 +98,13 @@ class Outcome:
     victim: int | None = None
     seconds: float = 0.0
     recoveries: int = 0
+    landed: bool = False  # the kill came before the compute ended
     problems: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         return (f"seed {self.seed}: {self.shape}, kill after {self.delay_s:.3f} s of pid "
-                f"{self.victim}, {self.seconds:.2f} s, {self.recoveries} recoveries"
+                f"{self.victim}{'' if self.landed else ' (after the run)'}, "
+                f"{self.seconds:.2f} s, {self.recoveries} recoveries"
                 + (f", PROBLEMS: {'; '.join(self.problems)}" if self.problems else ""))
 
 
@@ -151,26 +155,34 @@ def one_run(engine: daskless.Engine, seed: int, client: redis.Redis) -> Outcome:
     shape = rng.choice(sorted(SHAPES))
     collection = SHAPES[shape](rng)
     expected = dask.compute(collection, scheduler="sync")[0]
-    outcome = Outcome(seed, shape, rng.uniform(0.0, 0.4))
+    outcome = Outcome(seed, shape, rng.uniform(0.0, 0.25))
     (resources,) = engine._resources.values()
     pids = resources.invoker.pids()  # type: ignore[attr-defined]
     outcome.victim = rng.choice(pids)
+
+    killed_at: list[float] = []
 
     def kill() -> None:
         time.sleep(outcome.delay_s)
         with contextlib.suppress(ProcessLookupError):  # it was replaced already
             os.kill(outcome.victim or 0, signal.SIGKILL)
+            killed_at.append(time.monotonic())
 
     killer = threading.Thread(target=kill, daemon=True)
     result: list[Any] = []
     errors: list[BaseException] = []
+
+    ended: list[float] = []
 
     def compute() -> None:
         try:
             result.append(dask.compute(collection, scheduler=engine.get)[0])
         except BaseException as exc:
             errors.append(exc)
+        ended.append(time.monotonic())
 
+    # Should anything outside the bounded wait hang, every thread's stack goes to stderr.
+    faulthandler.dump_traceback_later(BOUND_S * 2)
     start = time.monotonic()
     with checked_store(client, outcome):
         worker = threading.Thread(target=compute, daemon=True)
@@ -178,7 +190,9 @@ def one_run(engine: daskless.Engine, seed: int, client: redis.Redis) -> Outcome:
         killer.start()
         worker.join(BOUND_S)
         killer.join(5)
-    outcome.seconds = time.monotonic() - start
+    faulthandler.cancel_dump_traceback_later()
+    outcome.seconds = (ended[0] if ended else time.monotonic()) - start
+    outcome.landed = bool(killed_at) and killed_at[0] - start < outcome.seconds
     if worker.is_alive():
         outcome.problems.append(f"no result within {BOUND_S:g} s (a hang)")
     elif errors:
@@ -227,10 +241,11 @@ def main() -> int:
     outcomes = run_job(args.runs, args.seed, args.workers, report)
     failed = [o for o in outcomes if o.problems]
     recovered = sum(1 for o in outcomes if o.recoveries)
+    landed = sum(o.landed for o in outcomes)
     times = sorted(o.seconds for o in outcomes)
-    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} exact, {recovered} recovered from a "
-          f"kill, median {times[len(times) // 2]:.2f} s, max {times[-1]:.2f} s, "
-          f"{time.monotonic() - started:.0f} s in all (seed {args.seed})")
+    print(f"{len(outcomes) - len(failed)}/{len(outcomes)} exact; {landed} kills landed mid-run, "
+          f"{recovered} runs recovered from one; median {times[len(times) // 2]:.2f} s, "
+          f"max {times[-1]:.2f} s, {time.monotonic() - started:.0f} s in all (seed {args.seed})")
     return 1 if failed else 0
 
 

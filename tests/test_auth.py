@@ -12,7 +12,8 @@ from daskless.worker_runtime import auth, keys
 from daskless.worker_runtime.errors import ConfigurationError
 from daskless.worker_runtime.protocol import Invocation
 
-BODY = Invocation("run1", 2, (5, 6)).to_bytes()
+INVOCATION = Invocation("run1", 2, (5, 6))
+BODY = INVOCATION.to_bytes()
 
 
 class Clock:
@@ -45,7 +46,7 @@ def test_envelope_round_trip_returns_the_invocation() -> None:
     assert set(envelope) == {"invocation", "timestamp", "signature"}
     assert "s3cret" not in json.dumps(envelope)
     body = auth.Signer("s3cret").verify_envelope(envelope)
-    assert Invocation.from_bytes(body) == Invocation("run1", 2, (5, 6))
+    assert Invocation.from_bytes(body) == INVOCATION
     # The JSON text form is accepted too (a Lambda event may arrive as a string).
     again = auth.Signer("s3cret").verify_envelope(json.dumps(signer.sign_envelope(BODY)))
     assert again == BODY

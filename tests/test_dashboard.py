@@ -175,6 +175,33 @@ def test_dashboard_names_fused_array_tasks_by_key_prefix(
     assert names == {"sum": 16, "sum-aggregate": 4}
 
 
+def broken(x: int) -> int:
+    raise KeyError(f"no such thing as {x}")
+
+
+def test_dashboard_shows_a_failed_task_and_its_exception(redis_url: str, browser: Any) -> None:
+    store = RedisStore(redis_url)
+    try:
+        with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine, \
+                BackgroundDashboard(store, port=free_port()) as dashboard:
+            with pytest.raises(KeyError):
+                engine.get({"x": 1, "bad": (broken, "x"), "y": (inc, "bad")}, "y", retries=1)
+            assert engine.last_run is not None
+            run_id = engine.last_run.run_id
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{dashboard.url}/#run={run_id}")
+            page.wait_for_selector("#dag circle[data-state=erred]", state="attached")
+            title = page.eval_on_selector("#dag circle[data-state=erred]",
+                                          "c => c.firstChild.textContent")
+            status = page.inner_text("#status-line")
+            page.close()
+    finally:
+        store.close()
+    assert title.startswith("bad (bad)\nerred")
+    assert "KeyError: 'no such thing as 1' (attempt 2)" in title
+    assert "KeyError" in status
+
+
 def test_dashboard_assets_are_local(redis_url: str) -> None:
     """No page or script refers to anything outside the dashboard itself."""
     static = pathlib.Path(daskless.__file__).parent / "static" / "dashboard"

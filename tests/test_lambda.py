@@ -27,7 +27,7 @@ from daskless.worker_runtime.context import current
 from daskless.worker_runtime.events import InvocationStarted, WorkerLost
 from daskless.worker_runtime.invokers.aws_lambda import make_client
 from daskless.worker_runtime.lambda_emulator import EmulatorThread
-from daskless.worker_runtime.protocol import Invocation, SubDAG, TaskInfo
+from daskless.worker_runtime.protocol import Invocation, SubDAG, TaskInfo, new_invocation_id
 from daskless.worker_runtime.redis_server import RedisServer
 from daskless.worker_runtime.store.redis_store import RedisStore
 from tests.conformance import test_contract as contract
@@ -227,14 +227,18 @@ def test_a_stale_event_invocation_of_a_live_run_fails_the_run(
 def test_a_signed_invocation_runs_on_a_warm_instance(
     client: Any, redis_url: str, redis_client: redis.Redis
 ) -> None:
-    body = _live_run(redis_url).to_bytes()
+    invocation = _live_run(redis_url)
     signer = Signer(SECRET)
-    error, first = invoke_sync(client, signer.sign_envelope(body))
+    error, first = invoke_sync(client, signer.sign_envelope(invocation.to_bytes()))
     assert error is None and first["run"] == "victim"
     assert first["worker"].startswith(f"{FUNCTION}:")
     assert redis_client.getdel(MARKER) == b"ran"
+    # The platform delivers the same invocation again (at least once): it finds it claimed.
+    error, _ = invoke_sync(client, signer.sign_envelope(invocation.to_bytes()))
+    assert error is None and redis_client.get(MARKER) is None
     # The next invocation finds the instance idle and reuses its connections: a warm start.
-    error, second = invoke_sync(client, signer.sign_envelope(body))
+    again = dataclasses.replace(invocation, id=new_invocation_id())
+    error, second = invoke_sync(client, signer.sign_envelope(again.to_bytes()))
     assert error is None and second["cold"] is False and second["pid"] == first["pid"]
     assert second["worker"] != first["worker"]  # one worker id per invocation
     assert redis_client.get(MARKER) == b"ran"
@@ -292,17 +296,48 @@ def test_throttling_past_the_retry_budget_is_an_invocation_error(
                 num_workers=4)
 
 
+DIED = "test:lambda:died"
+
+
+def _die_once(x: int) -> int:
+    """Kills the first instance that runs it; later attempts return."""
+    context = current()
+    assert context is not None
+    if context.store.client.set(DIED, b"1", nx=True):  # type: ignore[attr-defined]
+        os._exit(3)
+    return x + 1
+
+
 def _die(x: int) -> int:
     os._exit(3)
 
 
-def test_an_instance_killed_mid_invocation_is_a_named_error(
+def _die_in_a_while(x: int) -> int:
+    time.sleep(1.5)  # long enough for the instance's lease to say which task it runs
+    os._exit(3)
+
+
+def test_an_instance_killed_mid_invocation_costs_no_result(
     lambda_engine_clean: daskless.Engine, running: EmulatorThread
 ) -> None:
     crashed = running.stats(FUNCTION).crashed
+    # The on-failure record tells the client, which runs the lost work again.
+    assert lambda_engine_clean.get({"a": 1, "b": (_die_once, "a"), "c": (contract.inc, "b")},
+                                   "c") == 3
+    assert running.stats(FUNCTION).crashed == crashed + 1
+
+
+def test_a_task_that_kills_every_instance_is_a_killed_worker(
+    lambda_engine_clean: daskless.Engine, running: EmulatorThread
+) -> None:
+    crashed = running.stats(FUNCTION).crashed
+    with pytest.raises(daskless.exceptions.KilledWorker, match=r"'b'.*exit status 3"):
+        lambda_engine_clean.get({"a": 1, "b": (_die_in_a_while, "a")}, "b")
+    assert running.stats(FUNCTION).crashed == crashed + 4  # allowed-failures + 1
+    # One that kills its instance at once cannot be named (the lease had no time to say which
+    # task ran), but it is no hang either: the run gives up, with the platform's reason.
     with pytest.raises(daskless.exceptions.WorkerLostError, match="exit status 3"):
         lambda_engine_clean.get({"a": 1, "b": (_die, "a")}, "b")
-    assert running.stats(FUNCTION).crashed == crashed + 1
     # The function keeps serving.
     assert dask.compute(contract.tree(16), scheduler=lambda_engine_clean.get) == (136,)
 

@@ -174,15 +174,17 @@ def test_a_run_whose_keys_vanish_mid_run_is_a_named_error(
 
 
 class LossyThreads(ThreadInvoker):
-    """Thread workers on a platform that loses the work of fan-out invocations: it drops
-    them (``drop``) or runs them without their entry tasks."""
+    """Thread workers on a platform that loses the work of invocations: it drops them
+    (``drop``) or runs them without their entry tasks, for the fan-outs that workers make
+    only or (``everything``) for the client's invocations too."""
 
-    def __init__(self, store: MemoryStore, workers: int, drop: bool) -> None:
+    def __init__(self, store: MemoryStore, workers: int, drop: bool, everything: bool) -> None:
         super().__init__(store, workers)
-        self.drop = drop
+        self.drop, self.everything = drop, everything
 
     def invoke(self, invocations: Sequence[Invocation]) -> None:
-        if threading.current_thread().name.startswith("daskless-worker"):  # a fan-out
+        fan_out = threading.current_thread().name.startswith("daskless-worker")
+        if fan_out or self.everything:
             if self.drop:
                 return
             invocations = [dataclasses.replace(i, entries=()) for i in invocations]
@@ -196,26 +198,39 @@ def fan_out(n: int) -> Any:
 
 
 @contextlib.contextmanager
-def lossy_engine(drop: bool) -> Iterator[daskless.Engine]:
+def lossy_engine(drop: bool, everything: bool = False) -> Iterator[daskless.Engine]:
     engine, store = daskless.Engine(), MemoryStore()
-    invoker = LossyThreads(store, 2, drop)
+    invoker = LossyThreads(store, 2, drop, everything)
     engine._resources[Backend.from_config()] = Resources(store, invoker, 2, [invoker.close])
-    with dask.config.set({"daskless.partitions-per-worker": 4}):
+    with dask.config.set({"daskless.partitions-per-worker": 4, "daskless.lease": 1}):
         yield engine
     engine.close()
 
 
+def test_fan_outs_run_without_their_work_are_recovered() -> None:
+    """Every invocation ran and ended, yet requested tasks never ran: the client notices and
+    starts the lost work again itself."""
+    with lossy_engine(drop=False) as engine, within(BOUND_S):
+        assert dask.compute(fan_out(64), scheduler=engine.get) == (64 + sum(range(64)),)
+
+
+def test_dropped_fan_outs_are_recovered_after_the_lease() -> None:
+    with lossy_engine(drop=True) as engine, within(BOUND_S):
+        assert dask.compute(fan_out(64), scheduler=engine.get) == (64 + sum(range(64)),)
+
+
 def test_lost_work_stalls_into_a_named_error() -> None:
-    """Every invocation ran and ended, yet requested tasks never will: the run recovers, and
-    after recovering in vain a few times in a row, says so."""
-    with lossy_engine(drop=False) as engine, within(BOUND_S), \
+    """A platform that loses every invocation's work: after recovering in vain a few times in
+    a row, the run says so."""
+    with lossy_engine(drop=False, everything=True) as engine, within(BOUND_S), \
             pytest.raises(RunStalledError, match="can no longer make progress"):
         dask.compute(fan_out(64), scheduler=engine.get)
 
 
 def test_invocations_nobody_takes_over_fail_after_the_start_timeout() -> None:
-    """A dropped invocation looks like one still queued: the start timeout tells them apart."""
-    with lossy_engine(drop=True) as engine, within(BOUND_S), \
-            dask.config.set({"daskless.start-timeout": 2}), \
+    """A platform that takes no invocation at all: the start timeout tells a misconfigured
+    platform from a dropped invocation (which the lease recovers)."""
+    with lossy_engine(drop=True, everything=True) as engine, within(BOUND_S), \
+            dask.config.set({"daskless.start-timeout": 2, "daskless.lease": 10}), \
             pytest.raises(InvocationError, match="not taken over by any worker within 2 s"):
         dask.compute(fan_out(64), scheduler=engine.get)

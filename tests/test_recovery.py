@@ -94,7 +94,7 @@ def test_a_pool_worker_killed_at_any_point_costs_no_result(
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@pytest.mark.parametrize("point", ["after-claim", "mid-task", "after-deliver", "after-end"])
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_a_gateway_instance_killed_at_any_point_costs_no_result(
         redis_url: str, armed: Any, point: str, shape: str) -> None:
     ledger = armed(point)
@@ -103,7 +103,18 @@ def test_a_gateway_instance_killed_at_any_point_costs_no_result(
     with serving(server) as url, dask.config.set({"daskless.auth.secret": SECRET}), \
             daskless.Engine(store=redis_url, invoker=url, workers=2) as engine:
         assert dask.compute(collection, scheduler=engine.get)[0] == pytest.approx(expected)
-    assert deaths(ledger) == 1
+    assert deaths(ledger) == 1 or point in SOMETIMES
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_with_no_faults_no_task_runs_twice(redis_url: str, shape: str) -> None:
+    collection, expected = SHAPES[shape]()
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine:
+        assert dask.compute(collection, scheduler=engine.get)[0] == pytest.approx(expected)
+        assert engine.last_run is not None
+        run = load_run(resources_store(engine), engine.last_run.run_id, settle_s=10)
+    assert run.tasks and [t.runs for t in run.tasks] == [1] * len(run.tasks)
+    assert not run.recoveries and not run.errors
 
 
 def test_a_kill_deep_into_a_run_is_survived_too(redis_url: str, armed: Any) -> None:

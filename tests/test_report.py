@@ -103,8 +103,8 @@ def test_report_sections_and_figures_match_the_run_events(
 
     page = Page()
     page.feed(path.read_text())
-    assert page.sections == ["timings", "task-stream", "dag", "transfers", "prefixes",
-                             "workers"]
+    assert page.sections == ["timings", "task-stream", "dag", "transfers", "prefixes", "workers",
+                             "errors"]
     assert page.urls == []  # self-contained: nothing is loaded from elsewhere
     assert {int(b["data-task"]): b["data-worker"] for b in page.bars} == {
         task_id: workers[r[1]] for task_id, r in tasks.items()}
@@ -185,3 +185,43 @@ def test_progress_bar_counts_every_task() -> None:
         with dask.config.set({"daskless.progress": True}):
             # The configured bar writes to stderr; here it must simply not break the compute.
             assert dask.compute(tree(4), scheduler=engine.get) == (10,)
+
+
+class Flaky:
+    """Fails on its first ``failures`` calls in each process (attempts of one worker), then
+    returns ``x + 1``."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, x: int) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ZeroDivisionError(f"attempt {self.calls} of {x} failed")
+        return x + 1
+
+
+def test_a_failed_run_shows_its_errors_in_the_report_and_the_run_list(
+    redis_url: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "failed.html"
+    graph = {"x": 1, "flaky": (Flaky(5), "x"), "y": (inc, "flaky")}
+    with daskless.Engine(store=redis_url, invoker="threads", workers=2) as engine, \
+            daskless.performance_report(path) as report, \
+            pytest.raises(ZeroDivisionError, match="attempt 3 of 1 failed"):
+        engine.get(graph, "y", retries=2)
+    (run,) = report.metrics
+    assert [(e.key, e.type, e.attempt) for e in run.errors] == [
+        ("flaky", "ZeroDivisionError", n) for n in (1, 2, 3)]
+    html = path.read_text()
+    page = Page()
+    page.feed(html)
+    assert "errors" in page.sections
+    assert [(e["key"], e["attempt"]) for e in page.data[0]["errors"]] == [
+        ("flaky", 1), ("flaky", 2), ("flaky", 3)]
+    assert "attempt 3 of 1 failed" in html and "Traceback" in html and "__call__" in html
+    assert cli.main(["runs", "--store", redis_url]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    assert line.split()[0] == run.run_id and "ZeroDivisionError" in line
+    assert line[header.index("errors"):].split()[:2] == ["3", "0"]  # errors, recoveries

@@ -17,7 +17,7 @@ from daskless.worker_runtime.errors import (
 )
 from daskless.worker_runtime.events import RunRecovered, TasksFinished
 from daskless.worker_runtime.redis_server import free_port
-from daskless.worker_runtime.store.base import Claim, Mark, Store
+from daskless.worker_runtime.store.base import Claim, Lease, Mark, Store
 from daskless.worker_runtime.store.memory import MemoryStore
 from daskless.worker_runtime.store.redis_store import RedisStore
 
@@ -208,14 +208,14 @@ def test_a_new_epoch_fences_every_attempt_of_the_old_one(store: Store) -> None:
 def test_leases_lapse_by_the_store_clock_unless_renewed(store: Store) -> None:
     store.create_run("r", {}, ttl_s=60)
     store.deliver("r", claim=Claim("inv-1", "w1", 100))
-    assert store.lapsed_leases("r", ["inv-1", "unknown"]) == {}
+    assert store.leases("r", ["inv-1", "unknown"]) == {"inv-1": Lease(-1, lapsed=False)}
     time.sleep(0.25)
-    assert store.lapsed_leases("r", ["inv-1"]) == {"inv-1": -1}
+    assert store.leases("r", ["inv-1"]) == {"inv-1": Lease(-1, lapsed=True)}
     store.renew_leases("r", 1, 10_000, {"inv-1": 7})
-    assert store.lapsed_leases("r", ["inv-1"]) == {}
+    assert store.leases("r", ["inv-1"]) == {"inv-1": Lease(7, lapsed=False)}
     store.renew_leases("r", 1, 1, {"inv-1": 7})
     time.sleep(0.05)
-    assert store.lapsed_leases("r", ["inv-1"]) == {"inv-1": 7}  # lost while running task 7
+    assert store.leases("r", ["inv-1"]) == {"inv-1": Lease(7, lapsed=True)}  # lost in task 7
 
 
 def test_the_store_instance_is_stable(store: Store) -> None:

@@ -46,20 +46,23 @@ class KilledWorker(WorkerLostError):
 
     As in distributed: a task that brings down its worker each time (it exits, segfaults,
     runs out of memory) is given up on rather than retried forever; ``task`` is its key and
-    ``last_worker`` the worker that died last.
+    ``last_worker`` the worker that died last and ``cause`` what its platform said of it.
     """
 
-    def __init__(self, task: object, last_worker: str, allowed_failures: int) -> None:
+    def __init__(self, task: object, last_worker: str, allowed_failures: int,
+                 cause: str = "") -> None:
         super().__init__(
             f"Attempted to run task {task!r} on {allowed_failures + 1} different workers, but "
-            f"all those workers died while running it. The last worker was {last_worker}."
+            f"all those workers died while running it. The last worker was {last_worker}"
+            + (f" ({cause})." if cause else ".")
         )
         self.task = task
         self.last_worker = last_worker
         self.allowed_failures = allowed_failures
+        self.cause = cause
 
-    def __reduce__(self) -> tuple[type, tuple[object, str, int]]:
-        return (type(self), (self.task, self.last_worker, self.allowed_failures))
+    def __reduce__(self) -> tuple[type, tuple[object, str, int, str]]:
+        return (type(self), (self.task, self.last_worker, self.allowed_failures, self.cause))
 
 
 class PeerReadError(DasklessError):

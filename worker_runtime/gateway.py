@@ -326,13 +326,14 @@ class Gateway:
         event = WorkerLost(instance.worker_id, why, invocation.partition, retried, invocation.id,
                            invocation.epoch, instance.slot.task())
         with contextlib.suppress(RunGoneError):
-            await asyncio.to_thread(self.store.deliver, invocation.run_id, events=[event])
+            await asyncio.to_thread(self.store.deliver, invocation.run_id, events=[event],
+                                    epoch=invocation.epoch)
         return why
 
     def _fail_run(self, invocation: Invocation, exc: InvocationError) -> None:
         event = failure_event("gateway", invocation, exc)
         with contextlib.suppress(RunGoneError):
-            self.store.deliver(invocation.run_id, events=[event])
+            self.store.deliver(invocation.run_id, events=[event], epoch=invocation.epoch)
 
     async def _start_instance(self) -> Instance:
         slot = TaskSlot()  # where the instance writes the task it runs (see ``task_slot``)

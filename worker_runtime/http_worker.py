@@ -187,7 +187,8 @@ class HttpWorker:
         """A fan-out that could not be delivered fails its run instead of stalling it."""
         worker = self.context.worker_id if self.context else "http-worker"
         with contextlib.suppress(RunGoneError):
-            self.store.deliver(invocation.run_id, events=[failure_event(worker, invocation, exc)])
+            self.store.deliver(invocation.run_id, events=[failure_event(worker, invocation, exc)],
+                               epoch=invocation.epoch)
 
     def close(self) -> None:
         if self.invoker is not None:

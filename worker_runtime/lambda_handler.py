@@ -175,9 +175,9 @@ def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
     now = time.time()
     event = WorkerLost(worker_id, reason, invocation.partition, False, invocation.id,
                        invocation.epoch, -1)
-    # A run that already ended has nobody waiting for this worker.
+    # A run that already ended, or moved on to a newer epoch, has nobody waiting for it.
     with contextlib.suppress(RunGoneError):
-        warm.store.deliver(invocation.run_id, events=[event])
+        warm.store.deliver(invocation.run_id, events=[event], epoch=invocation.epoch)
     return {"run": invocation.run_id, "lost": worker_id, "reason": reason, "t": now}
 
 

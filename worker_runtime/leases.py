@@ -6,7 +6,13 @@ run's ``leases`` hash, taken together with its claim (``Store.deliver``) and ren
 :class:`LeaseKeeper` thread per process every third of the lease, in one round trip per run,
 together with the task each invocation is running. The client treats a lease that lapsed, by
 the store's own clock, as a worker lost while running that task (the task is also whom a
-worker death is blamed on; see ``KilledWorker``).
+worker death is blamed on; see ``KilledWorker``). So that a remote worker that dies in a long
+task (out of memory, past the platform's timeout) is blamed on it, the keeper also looks every
+:data:`REPORT_S` whether an invocation moved on to another task, and renews at once if so: a
+task running that long is named in the store within about a second, at the cost of at most one
+round trip per second per busy process. A worker that dies within a second of starting a task
+cannot be blamed on it this way (the process pool and the gateway know exactly, from the
+task slot their workers write; see ``task_slot``).
 
 The thread only renews; it never decides anything. A renewal the store refuses (the run ended,
 or recovered in a newer epoch) drops the invocation from the keeper, whose worker finds out at
@@ -16,6 +22,7 @@ its own next write.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +31,9 @@ from daskless.worker_runtime.errors import RunGoneError, StoreError
 from daskless.worker_runtime.store.base import Store
 
 CurrentTask = Callable[[], int]
+
+#: How often the keeper looks whether a running invocation moved on to another task.
+REPORT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,21 +72,29 @@ class LeaseKeeper:
                 self._held.pop(inv, None)
 
     def _renew_forever(self) -> None:
+        every_s = self.lease_ms / 3000
+        renewed = time.monotonic()
+        reported: dict[str, int] = {}
         while True:
-            self._wake.wait(self.lease_ms / 3000)
+            self._wake.wait(min(every_s, REPORT_S))
             with self._lock:
                 held = list(self._held.values())
+            running = {h.inv: h.current() for h in held}
+            due = time.monotonic() - renewed >= every_s
+            if not due and all(reported.get(inv, -1) == t for inv, t in running.items()):
+                continue
+            renewed, reported = time.monotonic(), running
             runs: dict[tuple[int, str, int], list[_Held]] = {}
             for h in held:
                 runs.setdefault((id(h.store), h.run_id, h.epoch), []).append(h)
             for group in runs.values():
-                self._renew(group)
+                self._renew(group, running)
 
-    def _renew(self, group: list[_Held]) -> None:
+    def _renew(self, group: list[_Held], running: dict[str, int]) -> None:
         first = group[0]
         try:
             first.store.renew_leases(first.run_id, first.epoch, self.lease_ms,
-                                     {h.inv: h.current() for h in group})
+                                     {h.inv: running[h.inv] for h in group})
         except RunGoneError:  # ended or recovered without us: its worker will find out
             with self._lock:
                 for h in group:

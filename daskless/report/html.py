@@ -6,8 +6,9 @@ lane per worker), ``dag`` (tasks coloured by worker, the critical path outlined 
 ``transfers`` (edges by kind: local or via store, bytes and seconds), ``prefixes`` (counts and
 times per dask key prefix, the task names dask's own dashboard shows), ``workers``
 (invocations, cold starts, sub-DAG fetch times) and ``errors`` (every failed attempt of a task:
-key, exception, message, traceback, worker, attempt; and the recoveries the run made). Every task shape carries ``data-task`` and
-``data-worker`` attributes, and a JSON block (``run-data``) repeats the figures the page shows.
+key, exception, message, traceback, worker, attempt; and the recoveries the run made). Every
+task shape carries ``data-task`` and ``data-worker`` attributes, and a JSON block
+(``run-data``) repeats the figures the page shows.
 """
 
 from __future__ import annotations

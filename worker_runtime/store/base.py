@@ -37,6 +37,13 @@ class Claim(NamedTuple):
     lease_ms: int
 
 
+class Lease(NamedTuple):
+    """What the store knows of a running invocation's lease."""
+
+    task: int  # the task it last said it was running, -1 before its first renewal
+    lapsed: bool  # it ran out (by the store's clock): the worker vanished
+
+
 class Store(Protocol):
     """Shared state of runs: specs, outputs, fan-in marks, events, persisted data, queues."""
 
@@ -78,8 +85,8 @@ class Store(Protocol):
         """Extend the leases of running invocations (id -> the task each is running)."""
         ...
 
-    def lapsed_leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, int]:
-        """Which of these invocations' leases ran out (by the store's clock), and their task."""
+    def leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, Lease]:
+        """The leases of these invocations that the run holds."""
         ...
 
     def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],

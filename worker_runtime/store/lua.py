@@ -88,24 +88,24 @@ end
 return 1
 """
 
-EXPIRED = """
--- Which of these invocations' leases ran out, by the server's clock, and on which task.
+LEASES = """
+-- The leases of these invocations: the task each last reported, and whether it ran out by
+-- the server's clock.
 -- KEYS[1]  run leases hash       ARGV  invocation ids
--- Returns  a flat list of (invocation id, task id) for every lease that lapsed.
+-- Returns  a flat list of (invocation id, task id, 1 if lapsed else 0) for every lease held.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lapsed = {}
+local found = {}
 for _, inv in ipairs(ARGV) do
   local lease = redis.call('HGET', KEYS[1], inv)
   if lease then
     local colon = string.find(lease, ':', 1, true)
-    if tonumber(string.sub(lease, 1, colon - 1)) < now then
-      lapsed[#lapsed + 1] = inv
-      lapsed[#lapsed + 1] = string.sub(lease, colon + 1)
-    end
+    found[#found + 1] = inv
+    found[#found + 1] = string.sub(lease, colon + 1)
+    found[#found + 1] = tonumber(string.sub(lease, 1, colon - 1)) < now and 1 or 0
   end
 end
-return lapsed
+return found
 """
 
 RECOVER = """

@@ -22,7 +22,7 @@ from daskless.worker_runtime.errors import (
     StaleAttemptError,
 )
 from daskless.worker_runtime.events import Event, RunCreated
-from daskless.worker_runtime.store.base import Claim, Mark
+from daskless.worker_runtime.store.base import Claim, Lease, Mark
 
 _ids = itertools.count()
 # The process's memory is the only place metrics live here: keep the most recent runs only.
@@ -142,11 +142,11 @@ class MemoryStore:
             until = time.monotonic() + lease_ms / 1000
             run.leases.update((inv, (until, task)) for inv, task in running.items())
 
-    def lapsed_leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, int]:
+    def leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, Lease]:
         with self._changed:
             leases, now = self._run(run_id).leases, time.monotonic()
-            return {inv: leases[inv][1] for inv in invocations
-                    if inv in leases and leases[inv][0] < now}
+            return {inv: Lease(leases[inv][1], leases[inv][0] < now)
+                    for inv in invocations if inv in leases}
 
     def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],
                 lost: Sequence[int], event: Event) -> None:

@@ -28,7 +28,7 @@ from daskless.worker_runtime.errors import (
 )
 from daskless.worker_runtime.events import Event, RunCreated, decode, encode, encode_all
 from daskless.worker_runtime.store import lua
-from daskless.worker_runtime.store.base import Claim, Mark
+from daskless.worker_runtime.store.base import Claim, Lease, Mark
 from daskless.worker_runtime.store.urls import masked
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +63,7 @@ class RedisStore:
         self._deliver = self._client.register_script(lua.DELIVER)
         self._push = self._client.register_script(lua.PUSH_INVOCATIONS)
         self._renew = self._client.register_script(lua.RENEW)
-        self._expired = self._client.register_script(lua.EXPIRED)
+        self._leases = self._client.register_script(lua.LEASES)
         self._recover = self._client.register_script(lua.RECOVER)
 
     @property
@@ -147,11 +147,12 @@ class RedisStore:
         _refusal(self._renew(keys=keys_, args=args), run_id, epoch)
 
     @_translating
-    def lapsed_leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, int]:
+    def leases(self, run_id: str, invocations: Sequence[str]) -> dict[str, Lease]:
         if not invocations:
             return {}
-        flat = self._expired(keys=[keys.run_key(run_id, "leases")], args=list(invocations))
-        return {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        flat = self._leases(keys=[keys.run_key(run_id, "leases")], args=list(invocations))
+        return {_text(flat[i]): Lease(int(flat[i + 1]), bool(int(flat[i + 2])))
+                for i in range(0, len(flat), 3)}
 
     @_translating
     def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],
