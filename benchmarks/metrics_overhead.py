@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import pathlib
 import statistics
 import time
 from typing import Any
@@ -28,9 +26,8 @@ import dask
 import psutil
 
 import daskless
+from benchmarks.report import save_json
 from benchmarks.workflows import tree_delayed
-
-RESULTS = pathlib.Path(__file__).with_name("results")
 
 
 def cpu_seconds() -> float:
@@ -94,10 +91,7 @@ def main() -> None:
               f"overhead {result[f'{kind}_overhead_pct']:+.1f} %, "
               f"paired {result[f'{kind}_paired_overhead_pct']:+.1f} % (target <= 5 %)")
     print(f"  load average at the end: {result['load_average'][0]:.1f}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"metrics-overhead-{args.strategy}-{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"  written to {out}")
+    print(f"  written to {save_json(f'metrics-overhead-{args.strategy}', result)}")
 
 
 if __name__ == "__main__":

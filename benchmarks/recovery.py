@@ -16,7 +16,6 @@ fault-free time + detection + lost work + 1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -24,17 +23,16 @@ import statistics
 import threading
 import time
 from operator import add
-from pathlib import Path
 from typing import Any
 
 import dask
 from dask import delayed
 
 import daskless
+from benchmarks.report import save_json
 from daskless.report.data import load_run
 from daskless.run import RunClient
 
-RESULTS = Path(__file__).with_name("results")
 TASK_S = 0.02
 
 
@@ -116,10 +114,7 @@ def main() -> None:
           f"killed {median['total_s']:.3f} s: detection {median['detection_s']:.3f} s, lost "
           f"work {median['lost_work_s']:.3f} s; bound (fault-free + detection + lost work + "
           f"1 s) {bound:.3f} s (seed {args.seed})")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"recovery-{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"written to {out}")
+    print(f"written to {save_json('recovery', result)}")
 
 
 if __name__ == "__main__":

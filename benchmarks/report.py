@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 DISTRIBUTED_SPEEDUP = 5.0
 PER_TASK_BOUND = ("tree-delayed", "tree-array", "fan-out")
+
+
+def save_json(name: str, record: dict[str, Any]) -> Path:
+    """Write one measurement's record to ``results/<name>-<today>.json``; its path."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}-{time.strftime('%Y-%m-%d')}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    return out
 
 
 def _median(rows: dict[tuple[str, str], dict[str, Any]], case: str, scheduler: str) -> float | None:

@@ -63,7 +63,8 @@ from daskless.worker_runtime.store.urls import masked
 from daskless.worker_runtime.values import registry
 
 READ_TIMEOUT_S = 1.0
-#: Recoveries in a row without a task finishing before the run is given up.
+#: Recoveries in a row without a task finishing before the run is given up (at least as many
+#: as the deaths ``allowed-failures`` lets one task cause, so that those end in KilledWorker).
 MAX_FRUITLESS_RECOVERIES = 3
 
 
@@ -285,9 +286,10 @@ class RunClient:
         """Start a new epoch of the run with the work that is left (see ``recovery``)."""
         noticed = time.time()
         self.fruitless += 1
-        if self.fruitless > MAX_FRUITLESS_RECOVERIES:
+        limit = max(MAX_FRUITLESS_RECOVERIES, self.following.allowed_failures)
+        if self.fruitless > limit:
             error = RunStalledError if stalled else WorkerLostError
-            recent = [*self.recoveries[-MAX_FRUITLESS_RECOVERIES:], reason]
+            recent = [*self.recoveries[-limit:], reason]
             causes = "; ".join(dict.fromkeys(recent))
             raise error(f"run {self.run_id} can no longer make progress: work was lost "
                         f"{self.fruitless} times in a row without a task finishing: {causes}")

@@ -224,6 +224,31 @@ def test_a_stale_event_invocation_of_a_live_run_fails_the_run(
     assert redis_client.get(MARKER) is None  # the task never ran
 
 
+def test_an_event_delivered_twice_runs_once_and_loses_no_worker(
+    client: Any, running: EmulatorThread, redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Lambda delivers asynchronous events at least once: the copy is refused as a replay, and
+    # its failure record is known for what it is, not taken for a lost worker.
+    envelope = json.dumps(Signer(SECRET).sign_envelope(_live_run(redis_url).to_bytes()))
+    before = running.stats(FUNCTION)
+    failed, completed = before.failed, before.completed
+    for _ in range(2):
+        accepted = client.invoke(FunctionName=FUNCTION, InvocationType="Event",
+                                 Payload=envelope.encode())
+        assert accepted["StatusCode"] == 202
+    deadline = time.monotonic() + 60
+    while running.stats(FUNCTION).completed < completed + 3:  # both copies and the record
+        assert time.monotonic() < deadline, "the failure record was never handled"
+        time.sleep(0.05)
+    assert running.stats(FUNCTION).failed == failed + 1
+    store = RedisStore(redis_url)
+    _, events = store.read_events("victim", "0", 1)
+    store.close()
+    assert sum(isinstance(e, InvocationStarted) for e in events) == 1
+    assert not any(isinstance(e, WorkerLost) for e in events)
+    assert redis_client.get(MARKER) == b"ran"
+
+
 def test_a_signed_invocation_runs_on_a_warm_instance(
     client: Any, redis_url: str, redis_client: redis.Redis
 ) -> None:

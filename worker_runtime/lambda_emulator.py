@@ -77,6 +77,7 @@ class FunctionStats:
     """What happened to a function's invocations (tests and the command line read these)."""
 
     invocations: int = 0
+    completed: int = 0  # invocations that ended, whatever their outcome
     cold_starts: int = 0
     throttled: int = 0
     failed: int = 0
@@ -218,6 +219,7 @@ class Function:
                 self.stats.crashed += 1
         finally:
             self._in_flight -= 1
+            self.stats.completed += 1
             async with self._freed:
                 self._freed.notify_all()
         if not ok:

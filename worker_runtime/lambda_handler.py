@@ -28,7 +28,8 @@ the same code (:func:`daskless.worker_runtime.worker.handle`); only its surround
   invocations that failed before their worker could announce itself (refused as stale after a
   long wait in the platform's queue, or dead during a cold start). A record's envelope has been
   used once already and may be older than the replay window, so for records only the signature
-  itself is checked.
+  itself is checked. A record of a copy refused as a replay is no lost worker: Lambda delivered
+  the event twice, and the first copy runs; such records are ignored.
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
     invocation = Invocation.from_bytes(body)
     request = record["requestContext"]
     worker_id = f"{warm.function}:{request.get('requestId', '')}"
+    if _refused_as_replay(record):
+        # A second delivery of an event (Lambda delivers at least once): the first one was
+        # accepted and runs or ran; this copy did nothing, and no worker was lost.
+        return {"run": invocation.run_id, "duplicate": worker_id}
     reason = _failure_reason(record)
     # Whether or not the invocation had started (it may have been refused as stale after
     # waiting in the platform's queue, or died while starting), the platform will not run it
@@ -179,6 +184,12 @@ def report_lost(warm: WarmState, record: Mapping[str, Any]) -> dict[str, Any]:
     with contextlib.suppress(RunGoneError):
         warm.store.deliver(invocation.run_id, events=[event], epoch=invocation.epoch)
     return {"run": invocation.run_id, "lost": worker_id, "reason": reason, "t": now}
+
+
+def _refused_as_replay(record: Mapping[str, Any]) -> bool:
+    response = record.get("responsePayload")
+    return (isinstance(response, Mapping) and response.get("errorType") == "SignatureError"
+            and "replayed" in str(response.get("errorMessage", "")))
 
 
 def _failure_reason(record: Mapping[str, Any]) -> str:

@@ -153,28 +153,30 @@ class RunMetrics:
     def _task(self, task_id: int) -> TaskMetrics | None:
         return self.tasks[task_id] if 0 <= task_id < len(self.tasks) else None
 
-    def _on_task(self, inv: str, task_id: int, start: float, end: float,
-                 inputs: list[list[Any]]) -> None:
+    def _ran(self, inv: str, task_id: int, start: float, end: float,
+             erred: bool) -> TaskMetrics | None:
+        """One attempt of a task (the last one read is what the task shows)."""
         task = self._task(task_id)
         if task is None:
-            return
-        task.inv, task.start, task.end, task.erred = inv, start, end, False
+            return None
+        task.inv, task.start, task.end, task.erred = inv, start, end, erred
         task.runs += 1
         found = self.invocations.get(inv)
         task.worker = found.worker if found is not None else None
-        task.downloads = {int(d): (int(n), float(s)) for d, n, s in inputs}
+        return task
+
+    def _on_task(self, inv: str, task_id: int, start: float, end: float,
+                 inputs: list[list[Any]]) -> None:
+        task = self._ran(inv, task_id, start, end, erred=False)
+        if task is not None:
+            task.downloads = {int(d): (int(n), float(s)) for d, n, s in inputs}
 
     def _on_err(self, inv: str, task_id: int, start: float, end: float, attempt: int = 1,
                 kind: str = "", message: str = "", frames: str = "") -> None:
-        task = self._task(task_id)
-        if task is None:
-            return
-        task.inv, task.start, task.end, task.erred = inv, start, end, True
-        task.runs += 1
-        found = self.invocations.get(inv)
-        task.worker = found.worker if found is not None else None
-        self.errors.append(TaskError(task_id, task.key, task.worker, int(attempt), kind,
-                                     message, frames, end))
+        task = self._ran(inv, task_id, start, end, erred=True)
+        if task is not None:
+            self.errors.append(TaskError(task_id, task.key, task.worker, int(attempt), kind,
+                                         message, frames, end))
 
     def _on_flush(self, inv: str, start: float, end: float, sizes: list[list[int]],
                   producers: list[int]) -> None:
