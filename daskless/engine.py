@@ -201,7 +201,8 @@ class Engine:
                 raise
             finally:
                 recorder.lap("results")
-                recorder.finished(error, client.lost, client.recoveries)
+                recorder.finished(error, client.lost, client.recoveries,
+                                  client.recorded_invocations())
                 self._runs.pop(run_id, None)
                 # An unreachable store has already failed the run; its keys expire on their own.
                 with contextlib.suppress(StoreUnavailableError):

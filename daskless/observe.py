@@ -133,14 +133,17 @@ class RunRecorder:
         self._write([["run", record]])
 
     def finished(self, error: BaseException | None, lost: Iterable[str] = (),
-                 recoveries: Iterable[str] = ()) -> None:
+                 recoveries: Iterable[str] = (), invocations: int = 0) -> None:
+        """The run ended: record how (``invocations``: how many invocations' metrics readers
+        are to wait for, see ``RunMetrics.complete``)."""
         self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
         self._write_plan()  # a run that failed before it was submitted still has a plan
         if self.settings is not None:
             status = "ok" if error is None else f"{type(error).__name__}: {error}"[:500]
             self._write([["run-end", {"t": time.time(), "status": status,
                                       "timings": self.timings, "lost": sorted(lost),
-                                      "recoveries": list(recoveries)}]])
+                                      "recoveries": list(recoveries),
+                                      "invocations": invocations}]])
         with _lock:
             listeners = list(_listeners)
         for listener in listeners:

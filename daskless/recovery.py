@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from daskless.plan import Plan
 from daskless.worker_runtime.errors import KilledWorker
+from daskless.worker_runtime.keys import key_name
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.store.base import Store
 from daskless.worker_runtime.values import peer
@@ -61,6 +62,9 @@ class Attempt:
     invocations: dict[str, _Invocation] = field(default_factory=dict)
     began: float = field(default_factory=time.monotonic)
     last_start: float = field(default_factory=time.monotonic)
+    #: When the epoch before began to wait, if it was given up because nothing was taken
+    #: over: the start timeout counts from there, not from this epoch's start.
+    unserved_since: float | None = None
 
     def made(self, invocations: Iterable[Invocation]) -> None:
         now = time.monotonic()
@@ -98,6 +102,15 @@ class Attempt:
         now = time.monotonic()
         return [(i, now - e.made) for i, e in self.invocations.items() if not e.started]
 
+    def idle_since(self) -> float:
+        """Since when invocations have waited with none of this run taken over (the clock of
+        ``start-timeout``)."""
+        if self.unserved_since is not None and not any(
+                e.started for e in self.invocations.values()):
+            return self.unserved_since
+        waiting = [e.made for e in self.invocations.values() if not e.started]
+        return max(self.last_start, min(waiting, default=time.monotonic()))
+
     @property
     def counts(self) -> tuple[int, int, int]:
         """Invocations made, taken over, ended."""
@@ -131,6 +144,16 @@ def surviving_outputs(store: Store, run_id: str, peer_tier: bool) -> tuple[set[i
     lost = [task for task, data in zip(committed, store.fetch(run_id, committed))
             if data is not None and peer.is_reference(data) and not peer.alive(*peer.owner(data))]
     return set(committed) - set(lost), lost
+
+
+def persisted_results(store: Store, plan: Plan, wanted: Iterable[int]) -> set[int]:
+    """Requested tasks of a ``persist`` run whose value is already persisted: a result kept
+    only there (it has no successors in the run) is not computed, or written, again."""
+    if not plan.options.persist:
+        return set()
+    names = {key_name(plan.keys[t]): t for t in wanted}
+    missing = store.missing_persisted(list(names))
+    return {t for name, t in names.items() if name not in missing}
 
 
 def needed_tasks(plan: Plan, available: set[int], wanted: Iterable[int]) -> set[int]:

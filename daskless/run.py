@@ -25,6 +25,7 @@ from __future__ import annotations
 import queue
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,7 @@ class RunClient:
         self.recovered_at: list[float] = []  # when each recovery began (time.time())
         self.fruitless = 0
         self.started = 0  # invocations taken over, in every epoch
+        self.takers: Counter[str] = Counter()  # and by which workers
         self.lost: set[str] = set()
         self.finished = 0
         self.instance = ""
@@ -181,10 +183,10 @@ class RunClient:
         """Nothing arrived for a while: is the run alive, and is its work still under way?"""
         self._check_alive()
         leases = self.store.leases(self.run_id, self.attempt.running())
-        lapsed = {inv: lease.task for inv, lease in leases.items() if lease.lapsed}
-        for inv, task in lapsed.items():
-            self._lost_running(inv, task, "its lease lapsed: the worker vanished")
-        if lapsed:
+        lapsed = [self._blame(inv, lease.task, "its lease lapsed: the worker vanished")
+                  for inv, lease in leases.items() if lease.lapsed]
+        if lapsed:  # one new epoch for all of them: each lapse is not a recovery of its own
+            self._recover("; ".join(dict.fromkeys(lapsed)))
             return
         _made, started, ended = self.attempt.counts
         if started > ended:
@@ -193,15 +195,18 @@ class RunClient:
         if not waited:
             self._recover(f"every invocation of epoch {self.epoch} ended, yet "
                           f"{len(self.remaining)} requested task(s) never ran", stalled=True)
-        elif time.monotonic() - self.attempt.last_start > self.following.start_timeout_s:
+        elif time.monotonic() - self.attempt.idle_since() > self.following.start_timeout_s:
             raise InvocationError(
                 f"{len(waited)} invocation(s) of run {self.run_id} were not taken over by any "
                 f"worker within {self.following.start_timeout_s:g} s while none ran; check "
                 "that workers can start and reach the store"
             )
         elif max(waited) > self.following.lease_s:
+            # Dropped, or queued behind other work: invoking again is no lost progress, and
+            # the start timeout (whose clock goes on) still ends a platform that takes none.
             self._recover(f"{len(waited)} invocation(s) not taken over within "
-                          f"{self.following.lease_s:g} s (dropped?)", stalled=True)
+                          f"{self.following.lease_s:g} s (dropped?)", stalled=True,
+                          unserved_since=self.attempt.idle_since())
 
     def _check_alive(self) -> None:
         if self.store.run_alive(self.run_id):
@@ -233,6 +238,12 @@ class RunClient:
         if event.epoch == self.epoch:
             self.attempt.started(event.inv, event.partition, event.worker)
             self.started += 1
+            self.takers[event.worker] += 1
+
+    def recorded_invocations(self) -> int:
+        """Invocations whose metrics are to be expected: those taken over by workers that were
+        not lost (a lost worker's buffered metrics died with it)."""
+        return sum(n for worker, n in self.takers.items() if worker not in self.lost)
 
     def _invocation_ended(self, event: InvocationEnded) -> None:
         self.attempt.ended(event.inv)
@@ -260,14 +271,21 @@ class RunClient:
 
     def _lost_running(self, inv: str, task: int, reason: str, worker: str = "") -> None:
         """A worker died (or vanished) while it ran ``task`` of invocation ``inv``."""
+        self._recover(self._blame(inv, task, reason, worker))
+
+    def _blame(self, inv: str, task: int, reason: str, worker: str = "") -> str:
+        """Count the death against the task it ran (``KilledWorker`` if too many); returns the
+        reason to recover with."""
         known = self.attempt.invocations.get(inv)
         worker = worker or (known.worker if known is not None else None) or "unknown"
         if task < 0:  # the platform does not know: the worker's last lease renewal may
             lease = self.store.leases(self.run_id, [inv]).get(inv)
             task = lease.task if lease is not None else -1
-        if task >= 0:
+        if worker != "unknown":
+            self.lost.add(worker)
+        if 0 <= task < len(self.plan.keys):
             self.blame.death(task, worker, self.plan.keys[task], reason)
-        self._recover(f"worker {worker} was lost: {reason}")
+        return f"worker {worker} was lost: {reason}"
 
     def _run_recovered(self, event: RunRecovered) -> None:
         if event.epoch == self.awaiting:
@@ -277,15 +295,16 @@ class RunClient:
 
     def _recover_outputs(self, reason: str) -> None:
         """A worker died between invocations: recover only if an output it kept is needed."""
-        available, lost = recovery.surviving_outputs(self.store, self.run_id, self._peer_tier)
+        available, lost = self._surviving_outputs()
         if lost and recovery.needed_tasks(self.plan, available, self.remaining):
             self._recover(reason, (available, lost))
 
     def _recover(self, reason: str, outputs: tuple[set[int], list[int]] | None = None,
-                 stalled: bool = False) -> None:
-        """Start a new epoch of the run with the work that is left (see ``recovery``)."""
+                 stalled: bool = False, unserved_since: float | None = None) -> None:
+        """Start a new epoch of the run with the work that is left (see ``recovery``);
+        ``unserved_since``: it is started because nothing was taken over since then."""
         noticed = time.time()
-        self.fruitless += 1
+        self.fruitless += unserved_since is None
         limit = max(MAX_FRUITLESS_RECOVERIES, self.following.allowed_failures)
         if self.fruitless > limit:
             error = RunStalledError if stalled else WorkerLostError
@@ -293,8 +312,7 @@ class RunClient:
             causes = "; ".join(dict.fromkeys(recent))
             raise error(f"run {self.run_id} can no longer make progress: work was lost "
                         f"{self.fruitless} times in a row without a task finishing: {causes}")
-        available, lost = outputs or recovery.surviving_outputs(
-            self.store, self.run_id, self._peer_tier)
+        available, lost = outputs or self._surviving_outputs()
         self.remaining = self.wanted - available
         needed = recovery.needed_tasks(self.plan, available, self.remaining)
         epoch = self.epoch + 1
@@ -307,13 +325,16 @@ class RunClient:
                            RunRecovered(epoch, reason))
         self.recoveries.append(reason)
         self.recovered_at.append(noticed)
-        self.attempt, self.awaiting = Attempt(epoch, plan), epoch
+        self.attempt = Attempt(epoch, plan, unserved_since=unserved_since)
+        self.awaiting = epoch
         if needed:
             self._invoke(plan, specs)
 
-    @property
-    def _peer_tier(self) -> bool:
-        return self.plan.options.tier.kind == "peer"
+    def _surviving_outputs(self) -> tuple[set[int], list[int]]:
+        """Outputs that can still be read (with results already persisted), and lost ones."""
+        available, lost = recovery.surviving_outputs(
+            self.store, self.run_id, self.plan.options.tier.kind == "peer")
+        return available | recovery.persisted_results(self.store, self.plan, self.wanted), lost
 
     # -- results ---------------------------------------------------------------------------
 

@@ -32,10 +32,13 @@ from daskless.exceptions import (
     RunGoneError,
     RunStalledError,
 )
+from daskless.report.data import load_run
 from daskless.worker_runtime import faults, keys
+from daskless.worker_runtime.events import InvocationStarted
 from daskless.worker_runtime.invokers.threads import ThreadInvoker
 from daskless.worker_runtime.protocol import Invocation
 from daskless.worker_runtime.redis_server import RedisServer, free_port
+from daskless.worker_runtime.store.base import Claim
 from daskless.worker_runtime.store.memory import MemoryStore
 from tests.http_servers import SECRET, serving
 from tests.test_gateway import gateway
@@ -227,10 +230,49 @@ def test_lost_work_stalls_into_a_named_error() -> None:
         dask.compute(fan_out(64), scheduler=engine.get)
 
 
-def test_invocations_nobody_takes_over_fail_after_the_start_timeout() -> None:
+@pytest.mark.parametrize("lease", [10, 0.5])
+def test_invocations_nobody_takes_over_fail_after_the_start_timeout(lease: float) -> None:
     """A platform that takes no invocation at all: the start timeout tells a misconfigured
-    platform from a dropped invocation (which the lease recovers)."""
+    platform from a dropped invocation (which the lease recovers). Invoking again after each
+    lease is no lost progress, and does not stop the start timeout's clock."""
     with lossy_engine(drop=True, everything=True) as engine, within(BOUND_S), \
-            dask.config.set({"daskless.start-timeout": 2, "daskless.lease": 10}), \
-            pytest.raises(InvocationError, match="not taken over by any worker within 2 s"):
+            dask.config.set({"daskless.start-timeout": 3, "daskless.lease": lease}), \
+            pytest.raises(InvocationError, match="not taken over by any worker within 3 s"):
         dask.compute(fan_out(64), scheduler=engine.get)
+
+
+class VanishingHost(ThreadInvoker):
+    """Thread workers, but the client's first invocations all go to one host that takes them
+    over (claim, lease, start event, as a worker does) and then vanishes without a trace."""
+
+    def __init__(self, store: MemoryStore, workers: int) -> None:
+        super().__init__(store, workers)
+        self.store, self.vanished, self.taken = store, False, 0
+
+    def invoke(self, invocations: Sequence[Invocation]) -> None:
+        if self.vanished:
+            super().invoke(invocations)
+            return
+        self.vanished, self.taken = True, len(invocations)
+        for inv in invocations:
+            started = InvocationStarted("host-1", inv.partition, len(inv.entries), time.time(),
+                                        inv.id, inv.epoch)
+            self.store.deliver(inv.run_id, events=[started], epoch=inv.epoch,
+                               claim=Claim(inv.id, "host-1", 1000))
+
+
+def test_leases_that_lapse_together_are_one_recovery() -> None:
+    """Every running invocation of a host that vanished lapses at once: one new epoch runs
+    them all again (a recovery each would count as lost progress and end the run)."""
+    engine, store = daskless.Engine(), MemoryStore()
+    invoker = VanishingHost(store, 2)
+    engine._resources[Backend.from_config()] = Resources(store, invoker, 2, [invoker.close])
+    with dask.config.set({"daskless.partitions-per-worker": 4, "daskless.lease": 1}), \
+            within(BOUND_S):
+        xs = [delayed(inc)(i) for i in range(16)]
+        assert dask.compute(delayed(sum)(xs), scheduler=engine.get) == (sum(range(1, 17)),)
+    assert engine.last_run is not None
+    run = load_run(store, engine.last_run.run_id)
+    engine.close()
+    assert invoker.taken > 1 and len(run.recoveries) == 1 and "lease lapsed" in run.recoveries[0]
+    assert run.lost_workers == ["host-1"]

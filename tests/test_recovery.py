@@ -125,6 +125,21 @@ def test_a_kill_deep_into_a_run_is_survived_too(redis_url: str, armed: Any) -> N
     assert deaths(ledger) == 1
 
 
+def test_a_kill_during_persist_computes_no_persisted_result_again(
+        redis_url: str, armed: Any) -> None:
+    """Results kept only as persisted values (they have no successors) count as done."""
+    ledger = armed("mid-task", skip=20)
+    xs = [delayed(slow_inc)(i) for i in range(40)]
+    with daskless.Engine(store=redis_url, invoker="processes", workers=2) as engine:
+        kept = dask.persist(*xs, scheduler=engine.get)
+        assert engine.last_run is not None
+        run = load_run(resources_store(engine), engine.last_run.run_id, settle_s=10)
+        assert list(dask.compute(*kept, scheduler=engine.get)) == list(range(1, 41))
+    assert deaths(ledger) == 1 and len(run.recoveries) == 1
+    again = [t.key for t in run.tasks if t.runs > 1]
+    assert len(again) <= 2, again  # what the dead worker ran but had not stored
+
+
 # -- retries (ports of distributed's tests with a task that fails a given number of times) ------
 
 class Varying:
@@ -221,6 +236,9 @@ def test_a_failed_run_keeps_its_errors(redis_url: str) -> None:
             engine.get({"x": 1, "bad": (broken, "x")}, "bad")
         assert engine.last_run is not None
         run = load_run(resources_store(engine), engine.last_run.run_id, settle_s=10)
+        # The failed task is no longer what the pool would blame a later death on.
+        (resources,) = engine._resources.values()
+        assert [w.slot.task() for w in resources.invoker._workers.values()] == [-1, -1]
     (error,) = run.errors
     assert (error.key, error.type, error.attempt) == ("bad", "KeyError", 1)
     assert "no such thing as 1" in error.message and "def broken" not in error.message

@@ -205,6 +205,17 @@ def test_a_new_epoch_fences_every_attempt_of_the_old_one(store: Store) -> None:
     assert store.pop_invocation("q", timeout_s=0.05) is None
 
 
+def test_a_recovery_resent_after_a_lost_reply_changes_nothing(store: Store) -> None:
+    store.create_run("r", {0: b"spec1"}, ttl_s=60)
+    store.recover("r", 1, 2, {0: b"spec2"}, lost=[], event=RunRecovered(2, "first"))
+    store.deliver("r", outputs={1: b"a"}, marks=[Mark(5, 1, 2)], epoch=2)
+    store.recover("r", 1, 2, {0: b"other"}, lost=[1], event=RunRecovered(2, "resent"))
+    assert store.fetch("r", [1]) == [b"a"] and store.load_spec("r", 0, epoch=2) == b"spec2"
+    assert store.deliver("r", marks=[Mark(5, 3, 2)], epoch=2) == [5]  # the mark was kept
+    _, events = store.read_events("r", "0", timeout_s=1)
+    assert RunRecovered(2, "first") in events and RunRecovered(2, "resent") not in events
+
+
 def test_leases_lapse_by_the_store_clock_unless_renewed(store: Store) -> None:
     store.create_run("r", {}, ttl_s=60)
     store.deliver("r", claim=Claim("inv-1", "w1", 100))

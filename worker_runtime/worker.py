@@ -157,22 +157,29 @@ class Execution:
     def _execute(self, info: TaskInfo) -> None:
         inputs = self._inputs(info)
         self._running(info.id)
-        faults.kill_point("mid-task")
+        try:  # the slot outlives the invocation: a failed task must not stay blamed in it
+            faults.kill_point("mid-task")
+            value, start = self._attempts(info, inputs)
+        finally:
+            self._running(-1)
+        self.metrics.task(info, start, time.time())
+        self.state.finished(info, value)
+        faults.kill_point("after-task")
+
+    def _attempts(self, info: TaskInfo, inputs: dict[Hashable, object]) -> tuple[object, float]:
+        """Run the task, again after an exception as ``retries`` allows; returns its value and
+        when its last attempt started."""
         for attempt in range(1, info.retries + 2):
             start = time.time()
             try:
                 with running_in(self.ctx), self._warnings_of(info):
-                    value = info.node(inputs)
-                break
+                    return info.node(inputs), start
             except BaseException as exc:
                 self.metrics.failed(info.id, start, attempt, exc)
                 # Exceptions are retried as the task allows; leaving the process is not.
                 if attempt > info.retries or not isinstance(exc, Exception):
                     self._fail(info, inputs, exc, attempt)
-        self._running(-1)
-        self.metrics.task(info, start, time.time())
-        self.state.finished(info, value)
-        faults.kill_point("after-task")
+        raise AssertionError("unreachable: the last attempt returns or fails")
 
     def _running(self, task_id: int) -> None:
         """Which task runs now: renewed leases and the platform blame a death on it."""

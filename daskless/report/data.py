@@ -101,6 +101,7 @@ class RunMetrics:
     status: str | None = None
     ended: float | None = None
     lost_workers: list[str] = field(default_factory=list)
+    expected_invocations: int = 0
     errors: list[TaskError] = field(default_factory=list)
     recoveries: list[str] = field(default_factory=list)
     records: int = 0
@@ -138,6 +139,7 @@ class RunMetrics:
         self.status = str(body["status"])
         self.timings = {str(k): float(v) for k, v in body["timings"].items()}
         self.lost_workers = list(body.get("lost", []))
+        self.expected_invocations = int(body.get("invocations", 0))
         self.recoveries = [str(r) for r in body.get("recoveries", [])]
 
     def _on_inv(self, inv: str, worker: str, partition: int, entries: int, t: float,
@@ -209,7 +211,10 @@ class RunMetrics:
         if self.status is None or not self.has_plan:
             return False
         lost = set(self.lost_workers)
-        open_invs = [i for i in self.invocations.values() if i.end is None and i.worker not in lost]
+        kept = [i for i in self.invocations.values() if i.worker not in lost]
+        if len(kept) < self.expected_invocations:  # some have not uploaded their metrics yet
+            return False
+        open_invs = [i for i in kept if i.end is None]
         return not open_invs and (not self.missing_tasks or self.status != "ok")
 
     @property

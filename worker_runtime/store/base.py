@@ -93,7 +93,8 @@ class Store(Protocol):
                 lost: Sequence[int], event: Event) -> None:
         """Start ``new_epoch`` of a run that is at ``epoch``: fence the old attempts, forget
         fan-in marks, claims and leases, drop the ``lost`` outputs, store the new sub-DAGs and
-        append ``event``, all at once."""
+        append ``event``, all at once. Repeating the call once it took effect changes nothing
+        (a client may resend it when the reply was lost)."""
         ...
 
     def instance(self) -> str:

@@ -117,7 +117,12 @@ RECOVER = """
 -- ARGV[3]  serialized event batch                ARGV[4]  number of sub-DAGs
 -- then     (spec field, serialized sub-DAG) pairs, then the ids of lost outputs
 -- Returns  -1 if the run is gone, -2 if the epoch already moved on, else 1.
-""" + _FENCE + """
+-- Only the run's client recovers it, one epoch at a time: finding the new epoch already set
+-- means that this very call ran before (the client resent it after a lost reply).
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return -1 end
+if epoch == ARGV[2] then return 1 end
+if epoch ~= ARGV[1] then return -2 end
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
 redis.call('DEL', KEYS[4], KEYS[6], KEYS[7])

@@ -151,6 +151,8 @@ class MemoryStore:
     def recover(self, run_id: str, epoch: int, new_epoch: int, specs: Mapping[int, bytes],
                 lost: Sequence[int], event: Event) -> None:
         with self._changed:
+            if self._run(run_id).epoch == new_epoch:  # this call ran already (as in Redis)
+                return
             run = self._run(run_id, epoch)
             run.epoch = new_epoch
             run.edges.clear()
