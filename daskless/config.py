@@ -18,6 +18,8 @@ from typing import Any
 import dask.config
 import yaml
 
+from daskless.worker_runtime.errors import ConfigurationError
+
 _DEFAULTS = pathlib.Path(__file__).with_name("daskless.yaml")
 _shipped: dict[str, Any] = {}
 """The parsed ``daskless.yaml``, for keys left out of a section that a user replaced."""
@@ -66,6 +68,24 @@ def pool_size(workers: int | None = None) -> tuple[int, str]:
     if configured:
         return int(configured), "set by daskless.workers"
     return os.cpu_count() or 1, "the CPU count, as daskless.workers is null"
+
+
+def worker_memory_mb() -> int:
+    """``daskless.worker-memory``: the MB a worker has (and is billed at), a positive number."""
+    value = get("worker-memory")
+    try:
+        memory = float(value)
+    except (TypeError, ValueError):
+        memory = 0.0
+    if not memory > 0 or memory != int(memory):
+        raise ConfigurationError(f"daskless.worker-memory must be a positive whole number of "
+                                 f"MB, not {value!r}")
+    return int(memory)
+
+
+def prices() -> tuple[float, float]:
+    """``daskless.price``: USD per GB-second and per invocation."""
+    return float(get("price.gb-s")), float(get("price.request"))
 
 
 @dataclass(frozen=True)

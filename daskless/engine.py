@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dask
@@ -27,7 +27,7 @@ from dask.local import nested_get
 from daskless import config, finalize, gcpause, observe
 from daskless.backends import Resources, start
 from daskless.callbacks import CallbackDriver, driving
-from daskless.config import Backend
+from daskless.config import Backend, worker_memory_mb
 from daskless.futures import PersistedValue
 from daskless.graph import Annotations, Graph, materialize, requested_keys
 from daskless.plan import Retries, make_plan
@@ -57,6 +57,22 @@ class RunSummary:
     partitions: int
     cross_edges: int
     store: Store | None = field(default=None, repr=False, compare=False)
+    makespan_s: float | None = None
+    """From submitting the run to having its results; ``None`` until it succeeded."""
+    predicted_makespan_s: float | None = None
+    """What the planner expected the makespan to be; ``None`` without history to go on (the
+    plan is then today's, see ``docs/architecture.md``)."""
+
+    @property
+    def cost_gb_s(self) -> float | None:
+        """GB-seconds billed for the run's invocations (each rounded up to the millisecond, at
+        ``daskless.worker-memory`` or a Lambda function's own memory), from its metrics;
+        ``None`` without metrics."""
+        from daskless.report.data import load_run
+
+        if self.store is None:
+            return None
+        return load_run(self.store, self.run_id, settle_s=5.0).billed_gb_s
 
     @property
     def timeline(self) -> list[tuple[Hashable, float, float, str]]:
@@ -203,6 +219,8 @@ class Engine:
                 recorder.lap("results")
                 recorder.finished(error, client.lost, client.recoveries,
                                   client.recorded_invocations())
+                if error is None:
+                    self.last_run = replace(self.last_run, makespan_s=recorder.makespan_s)
                 self._runs.pop(run_id, None)
                 # An unreachable store has already failed the run; its keys expire on their own.
                 with contextlib.suppress(StoreUnavailableError):
@@ -220,6 +238,7 @@ class Engine:
             event_interval_s=float(config.get("event-interval")),
             tier=resources.tier(int(config.get("blob-threshold-bytes"))),
             lease_ms=int(float(config.get("lease")) * 1000),
+            memory_mb=worker_memory_mb(),
             metrics=observe.metrics_settings(),
         )
 

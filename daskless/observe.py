@@ -36,6 +36,8 @@ class RunListener(Protocol):
 
 
 _listeners: list[RunListener] = []
+#: The phases of a run (``RunRecorder.timings``) that make its makespan.
+EXECUTION_PHASES = ("submit", "wait", "results")
 _lock = threading.Lock()
 
 
@@ -105,6 +107,11 @@ class RunRecorder:
         self.timings[name] = now - self._mark
         self._mark = now
 
+    @property
+    def makespan_s(self) -> float:
+        """From submitting the run to having its results (the phases after planning)."""
+        return sum(self.timings.get(phase, 0.0) for phase in EXECUTION_PHASES)
+
     def planned(self, plan: Plan, wanted_ids: list[int]) -> None:
         self.lap("partition")
         if self.settings is not None and plan.keys:
@@ -133,7 +140,8 @@ class RunRecorder:
         self._write([["run", record]])
 
     def finished(self, error: BaseException | None, lost: Iterable[str] = (),
-                 recoveries: Iterable[str] = (), invocations: int = 0) -> None:
+                 recoveries: Iterable[str] = (), invocations: int = 0,
+                 predicted_makespan_s: float | None = None) -> None:
         """The run ended: record how (``invocations``: how many invocations' metrics readers
         are to wait for, see ``RunMetrics.complete``)."""
         self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
@@ -143,7 +151,8 @@ class RunRecorder:
             self._write([["run-end", {"t": time.time(), "status": status,
                                       "timings": self.timings, "lost": sorted(lost),
                                       "recoveries": list(recoveries),
-                                      "invocations": invocations}]])
+                                      "invocations": invocations,
+                                      "predicted_makespan_s": predicted_makespan_s}]])
         with _lock:
             listeners = list(_listeners)
         for listener in listeners:

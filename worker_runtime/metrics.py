@@ -124,7 +124,8 @@ class Recorder:
         self.dropped = 0
         self.deadline = time.time() + self.policy.seconds
 
-    def started(self, worker_id: str, invocation: Invocation, spec_s: float) -> None:
+    def started(self, worker_id: str, invocation: Invocation, spec_s: float,
+                memory_mb: int = 0) -> None:
         worker = _lane(worker_id)
         with _seen_lock:
             cold = worker_id not in _seen_workers
@@ -132,7 +133,7 @@ class Recorder:
         startup = _process_startup_s() if cold else None
         self.records.append([
             "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
-            cold, startup, spec_s, invocation.inline_spec is not None,
+            cold, startup, spec_s, invocation.inline_spec is not None, memory_mb,
         ])
         if len(self.records) >= self.policy.records:  # "task": the start is news too
             self.upload()
@@ -218,14 +219,22 @@ class NoRecorder:
 
 def recorder_for(
     store: Store, worker_id: str, invocation: Invocation, settings: MetricsSettings | None,
-    spec_s: float,
+    spec_s: float, memory_mb: int = 0,
 ) -> MetricsRecorder:
-    """The recorder of one invocation (a no-op one when the run records no metrics)."""
+    """The recorder of one invocation (a no-op one when the run records no metrics);
+    ``memory_mb``: what the run's client says workers have (see :func:`billed_memory_mb`)."""
     if settings is None:
         return NoRecorder()
     recorder = Recorder(store, invocation.run_id, settings)
-    recorder.started(worker_id, invocation, spec_s)
+    recorder.started(worker_id, invocation, spec_s, billed_memory_mb(memory_mb))
     return recorder
+
+
+def billed_memory_mb(configured: int) -> int:
+    """The memory this worker is billed at: a Lambda function's own (the platform sets
+    ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``), else what the client configured."""
+    own = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    return int(own) if own.isdigit() else configured
 
 
 def expand(records: Iterable[list[Any]]) -> Iterator[list[Any]]:

@@ -95,6 +95,9 @@ class RunOptions:
     # A running invocation renews its lease this often (a third of it); one whose lease lapsed
     # is taken as lost (``daskless.lease``).
     lease_ms: int = 10_000
+    # The memory (MB) the run's workers are billed at, unless the platform says otherwise
+    # (``daskless.worker-memory``).
+    memory_mb: int = 1769
     # None: no metrics are recorded for the run.
     metrics: MetricsSettings | None = None
 

@@ -120,7 +120,7 @@ class Execution:
         self.options: RunOptions = spec.options
         self.tier = values.tier_for(spec.options.tier)
         self.metrics = metrics.recorder_for(ctx.store, ctx.worker_id, inv, spec.options.metrics,
-                                            self._spec_s)
+                                            self._spec_s, spec.options.memory_mb)
         self._state = InvocationState(spec, ctx.worker_id)
         self._enter(inv.partition, inv.entries)
 

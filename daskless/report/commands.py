@@ -61,21 +61,28 @@ def largest_prefixes(run: RunMetrics, shown: int = 3) -> str:
 
 def runs_table(runs: list[RunMetrics]) -> str:
     headers = ["run", "started (UTC)", "status", "tasks", "recorded", "workers", "total",
-               "errors", "recoveries", "largest key prefixes"]
+               "makespan", "predicted", "GB-s", "cost (USD)", "errors", "recoveries",
+               "largest key prefixes"]
     rows = [headers]
+    per_gb_s, per_request = config.prices()
     for run in runs:
-        total = run.timings.get("total")
         rows.append([
             run.run_id, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(run.started)),
             (run.status or "running")[:40], str(len(run.tasks)),
             str(len(run.tasks) - len(run.missing_tasks)),
             str(len({i.worker for i in run.invocations.values()})),
-            f"{total:.3f} s" if total is not None else "-",
+            _seconds(run.timings.get("total")), _seconds(run.makespan_s),
+            _seconds(run.predicted_makespan_s), f"{run.billed_gb_s:.3f}",
+            f"{run.cost_usd(per_gb_s, per_request):.7f}",
             str(len(run.errors)), str(len(run.recoveries)),
             largest_prefixes(run),
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.3f} s" if value is not None else "-"
 
 
 def _runs(args: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from typing import Any
 
 from dask.utils import key_split
 
+from daskless.observe import EXECUTION_PHASES
+from daskless.scheduler.simulation import billed_gb_s
 from daskless.worker_runtime import metrics
 from daskless.worker_runtime.store.base import Store
 
@@ -84,6 +86,15 @@ class InvocationMetrics:
     end: float | None = None
     tasks: int = 0
     dropped: int = 0
+    memory_mb: int = 0
+
+    @property
+    def billed_gb_s(self) -> float:
+        """GB-seconds billed for it: start to end, rounded up to the millisecond, at its
+        worker's memory (0 while it has not ended, or for records without a size)."""
+        if self.end is None:
+            return 0.0
+        return billed_gb_s(max(self.end - self.start, 0.0), self.memory_mb)
 
 
 @dataclass
@@ -102,6 +113,7 @@ class RunMetrics:
     ended: float | None = None
     lost_workers: list[str] = field(default_factory=list)
     expected_invocations: int = 0
+    predicted_makespan_s: float | None = None
     errors: list[TaskError] = field(default_factory=list)
     recoveries: list[str] = field(default_factory=list)
     records: int = 0
@@ -141,11 +153,15 @@ class RunMetrics:
         self.lost_workers = list(body.get("lost", []))
         self.expected_invocations = int(body.get("invocations", 0))
         self.recoveries = [str(r) for r in body.get("recoveries", [])]
+        predicted = body.get("predicted_makespan_s")
+        self.predicted_makespan_s = float(predicted) if predicted is not None else None
 
     def _on_inv(self, inv: str, worker: str, partition: int, entries: int, t: float,
-                cold: bool, startup_s: float | None, spec_s: float, inline: bool) -> None:
+                cold: bool, startup_s: float | None, spec_s: float, inline: bool,
+                memory_mb: int = 0) -> None:
         self.invocations[inv] = InvocationMetrics(inv, worker, partition, entries, t, cold,
-                                                  startup_s, spec_s, inline)
+                                                  startup_s, spec_s, inline,
+                                                  memory_mb=memory_mb)
 
     def _on_end(self, inv: str, t: float, tasks: int, dropped: int) -> None:
         found = self.invocations.get(inv)
@@ -204,6 +220,22 @@ class RunMetrics:
     def missing_tasks(self) -> list[int]:
         """Tasks of the plan for which no record arrived (lost, unflushed or never run)."""
         return [t.id for t in self.tasks if t.start is None]
+
+    @property
+    def makespan_s(self) -> float | None:
+        """From submitting the run to having its results, as its client measured it."""
+        if self.status is None:
+            return None
+        return sum(self.timings.get(phase, 0.0) for phase in EXECUTION_PHASES)
+
+    @property
+    def billed_gb_s(self) -> float:
+        """GB-seconds billed for the run: every invocation's, each rounded on its own."""
+        return sum(i.billed_gb_s for i in self.invocations.values())
+
+    def cost_usd(self, per_gb_s: float, per_request: float) -> float:
+        """What the run cost at these prices."""
+        return self.billed_gb_s * per_gb_s + len(self.invocations) * per_request
 
     @property
     def complete(self) -> bool:

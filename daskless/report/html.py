@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from daskless import config
 from daskless.report import analysis
 from daskless.report.data import RunMetrics
 
@@ -83,6 +84,14 @@ def timings_section(run: RunMetrics, sid: str) -> str:
     rows = [[name, fmt_s(run.timings[name])] for name in order if name in run.timings]
     first, last = run.span
     rows.append(["workers: first task start to last task end", fmt_s(last - first)])
+    if run.makespan_s is not None:
+        predicted = run.predicted_makespan_s
+        rows.append(["makespan: submitted to results", fmt_s(run.makespan_s)])
+        rows.append(["predicted makespan",
+                     fmt_s(predicted) if predicted is not None else "none (no history)"])
+    per_gb_s, per_request = config.prices()
+    rows.append(["billed (invocations rounded up to 1 ms)",
+                 f"{run.billed_gb_s:.3f} GB-s, {run.cost_usd(per_gb_s, per_request):.7f} USD"])
     missing = run.missing_tasks
     note = (f'<p class="warn">Metrics missing for {len(missing)} of {len(run.tasks)} tasks.</p>'
             if missing else f"<p>All {len(run.tasks)} tasks recorded.</p>")
