@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "DIRECT",
     "Link",
     "Outcome",
     "Scenario",
@@ -80,6 +81,10 @@ class Link:
         return self.latency_s + size / self.bandwidth_bps
 
 
+#: Outputs that move for free (a plan with no transfer costs, or all in one place).
+DIRECT = Link()
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One way a run could go: each task's duration (at the size its sub-DAG runs at) and each
@@ -115,7 +120,7 @@ def billed_gb_s(seconds: float, memory_mb: float) -> float:
 
 
 def simulate(graph: SimGraph, scenario: Scenario, sizes_mb: Sequence[float],
-             link: Link = Link()) -> Outcome:
+             link: Link = DIRECT) -> Outcome:
     """Run the plan once under ``scenario``; ``sizes_mb[p]`` is sub-DAG ``p``'s worker size."""
     n, parts = len(graph.deps), graph.partitions
     _check_lengths(graph, scenario, sizes_mb)
@@ -197,7 +202,7 @@ def _walk_back(final: int, cause: list[int]) -> tuple[int, ...]:
 
 def sample_makespans(graph: SimGraph, sizes_mb: Sequence[float],
                      draw: Callable[[random.Random], Scenario], draws: int, seed: int,
-                     link: Link = Link()) -> list[float]:
+                     link: Link = DIRECT) -> list[float]:
     """Makespans of ``draws`` whole-run scenarios from ``draw`` (seeded), sorted."""
     rng = random.Random(seed)
     return sorted(simulate(graph, draw(rng), sizes_mb, link).makespan_s for _ in range(draws))
