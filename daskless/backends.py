@@ -99,6 +99,9 @@ class InvokerChoice(Choice[InvokerConstructor]):
 
     local: bool = False
     """Its workers run on this machine, so large outputs can skip Redis (the blob tier)."""
+    sized: bool = False
+    """Its platform starts workers at the size an invocation asks for (a planner's sizes mean
+    something); otherwise every worker has ``daskless.worker-memory``."""
     stores: tuple[str, ...] | None = None
     """The store choices its workers can use; ``None``: any."""
     needs: str = ""
@@ -235,10 +238,10 @@ INVOKERS: Registry[InvokerChoice] = Registry("daskless.invoker", [
     InvokerChoice("processes", _processes, local=True, stores=("embedded", *urls.SCHEMES),
                   needs="a store that worker processes share"),
     InvokerChoice("threads", _threads, local=True),
-    *(InvokerChoice(scheme, _http, stores=urls.SCHEMES,
+    *(InvokerChoice(scheme, _http, stores=urls.SCHEMES, sized=True,
                     needs="a Redis its workers are configured with")
       for scheme in HTTP_SCHEMES),
-    InvokerChoice(LAMBDA_SCHEME, _lambda, stores=urls.REMOTE_SCHEMES,
+    InvokerChoice(LAMBDA_SCHEME, _lambda, stores=urls.REMOTE_SCHEMES, sized=True,
                   needs="a Redis the Lambda function can reach"),
 ])
 
@@ -255,6 +258,13 @@ class Resources:
     closers: list[Closer] = field(default_factory=list)
     blob_dir: str | None = None
     server: RedisServer | None = None
+    kind: str = "processes"
+    """The invoker's choice (``processes``, ``threads``, ``http://``, ...): runs on different
+    kinds learn separate histories."""
+    sized: bool = False
+    """See ``InvokerChoice.sized``."""
+    sizes: tuple[int, ...] | None = None
+    """The sizes its platform can start (``None``: any, as a gateway can)."""
 
     def close(self) -> None:
         while self.closers:
@@ -297,4 +307,11 @@ def start(backend: Backend, notify: Notify) -> Resources:
 
         blob_dir = shared_memory_dir()
         closers.insert(0, functools.partial(shutil.rmtree, blob_dir, ignore_errors=True))
-    return Resources(store, invoker, backend.workers, closers, blob_dir, server)
+    sizes = None
+    sized = invoker_choice.sized
+    if invoker_choice.name == LAMBDA_SCHEME:
+        # Lambda starts workers of several sizes only through a function per size.
+        sizes = tuple(sorted(int(m) for m in (config.get("lambda.functions") or {})))
+        sized = bool(sizes)
+    return Resources(store, invoker, backend.workers, closers, blob_dir, server,
+                     invoker_choice.name, sized, sizes)

@@ -18,6 +18,7 @@ from typing import Any
 import dask.config
 import yaml
 
+from daskless.scheduler.planning import PLANNERS, Target, parse_sla
 from daskless.worker_runtime.errors import ConfigurationError
 
 _DEFAULTS = pathlib.Path(__file__).with_name("daskless.yaml")
@@ -81,6 +82,46 @@ def worker_memory_mb() -> int:
         raise ConfigurationError(f"daskless.worker-memory must be a positive whole number of "
                                  f"MB, not {value!r}")
     return int(memory)
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """``daskless.planner``, ``daskless.sla``, ``daskless.sla-bound`` and ``daskless.sizes``,
+    checked."""
+
+    planner: str
+    target: Target
+    sizes: tuple[int, ...]
+
+
+def planner_settings() -> PlannerSettings:
+    """The planner's settings; a :class:`ConfigurationError` names a bad one."""
+    planner = str(get("planner"))
+    if planner not in PLANNERS:
+        raise ConfigurationError(f"daskless.planner is {planner!r}; expected one of "
+                                 f"{', '.join(PLANNERS)}")
+    bound = get("sla-bound")
+    try:
+        target = parse_sla(str(get("sla")), None if bound is None else _seconds(bound))
+    except ValueError as exc:
+        raise ConfigurationError(f"daskless.sla: {exc}") from None
+    sizes = get("sizes")
+    if not isinstance(sizes, (list, tuple)) or not sizes or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in sizes):
+        raise ConfigurationError(f"daskless.sizes must be a list of positive whole numbers "
+                                 f"of MB, not {sizes!r}")
+    return PlannerSettings(planner, target, tuple(sorted(set(sizes))))
+
+
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigurationError(f"daskless.sla-bound must be a positive number of seconds "
+                                 f"or null, not {value!r}")
+    return seconds
 
 
 def prices() -> tuple[float, float]:

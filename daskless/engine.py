@@ -24,7 +24,7 @@ from dask.base import collections_to_expr
 from dask.core import flatten
 from dask.local import nested_get
 
-from daskless import config, finalize, gcpause, observe
+from daskless import config, finalize, gcpause, observe, planner
 from daskless.backends import Resources, start
 from daskless.callbacks import CallbackDriver, driving
 from daskless.config import Backend, worker_memory_mb
@@ -177,11 +177,18 @@ class Engine:
             requested, wanted = wanted, finalize.run_keys(wanted, steps)
             plan = make_plan(run_id, graph, wanted, parallelism, store.missing_persisted,
                              options, workers, retries)
+            settings = config.planner_settings()
+            sizes = (resources.sizes or settings.sizes) if resources.sized else None
+            planned = planner.plan_run(store, plan, resources.kind, sizes, settings,
+                                       options.memory_mb)
+            plan = planned.plan
             recorder.planned(plan, [plan.ids[k] for k in wanted if k in plan.ids])
             driver.started(plan.dag, steps)
             self.last_run = RunSummary(run_id, len(plan.keys) + len(steps),
                                        len(plan.parts.parts), plan.parts.cross_edges(plan.dag),
-                                       store if options.metrics is not None else None)
+                                       store if options.metrics is not None else None,
+                                       predicted_makespan_s=planned.decision
+                                       .predicted_makespan_s)
             if not plan.keys:
                 return {} if persist else fetch_persisted(store, wanted)
             following = Following(
@@ -218,9 +225,14 @@ class Engine:
             finally:
                 recorder.lap("results")
                 recorder.finished(error, client.lost, client.recoveries,
-                                  client.recorded_invocations())
+                                  client.recorded_invocations(),
+                                  planned.decision.predicted_makespan_s,
+                                  planner.record(planned) if planned.structure else None)
                 if error is None:
                     self.last_run = replace(self.last_run, makespan_s=recorder.makespan_s)
+                    if planned.structure and options.metrics is not None:
+                        planner.note_run(store, planned.structure, run_id,
+                                         options.metrics.retention_s)
                 self._runs.pop(run_id, None)
                 # An unreachable store has already failed the run; its keys expire on their own.
                 with contextlib.suppress(StoreUnavailableError):
@@ -256,7 +268,7 @@ class Engine:
         if worker is not None:
             workers = int(self._settings[2] or config.get("workers") or 2)
             threads = ThreadInvoker(worker.store, workers)
-            return Resources(worker.store, threads, workers, [threads.close]), True
+            return Resources(worker.store, threads, workers, [threads.close], kind="threads"), True
         backend = Backend.from_config(*self._settings)
         with self._lock:
             if backend not in self._resources:

@@ -141,7 +141,8 @@ class RunRecorder:
 
     def finished(self, error: BaseException | None, lost: Iterable[str] = (),
                  recoveries: Iterable[str] = (), invocations: int = 0,
-                 predicted_makespan_s: float | None = None) -> None:
+                 predicted_makespan_s: float | None = None,
+                 planning: dict[str, Any] | None = None) -> None:
         """The run ended: record how (``invocations``: how many invocations' metrics readers
         are to wait for, see ``RunMetrics.complete``)."""
         self.timings["total"] = self.timings["convert"] + time.perf_counter() - self._t0
@@ -152,7 +153,8 @@ class RunRecorder:
                                       "timings": self.timings, "lost": sorted(lost),
                                       "recoveries": list(recoveries),
                                       "invocations": invocations,
-                                      "predicted_makespan_s": predicted_makespan_s}]])
+                                      "predicted_makespan_s": predicted_makespan_s,
+                                      "planning": planning}]])
         with _lock:
             listeners = list(_listeners)
         for listener in listeners:

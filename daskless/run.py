@@ -151,7 +151,7 @@ class RunClient:
         invocations = [
             Invocation(self.run_id, p, entries,
                        specs[p] if len(specs[p]) <= self.inline_limit else None,
-                       epoch=self.epoch)
+                       epoch=self.epoch, memory_mb=plan.options.requested_size(p))
             for p, entries in plan.entries
         ]
         self.attempt.made(invocations)

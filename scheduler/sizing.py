@@ -82,6 +82,10 @@ class Evaluator(Protocol):
         """GB-seconds of the sub-DAG's own tasks at ``size`` (no waiting)."""
         ...
 
+    def busy_s(self, partition: int, size: int) -> float:
+        """Seconds the sub-DAG's own tasks take at ``size``."""
+        ...
+
 
 def uniform(evaluate: Evaluator, bound_s: float,
             ladder: Sequence[int] = SIZE_LADDER_MB) -> tuple[int, ...]:
@@ -122,7 +126,7 @@ def _upgrade(evaluate: Evaluator, sizes: list[int], bound_s: float,
     while current.makespan_s > bound_s:
         best: tuple[float, list[int], Evaluation] | None = None
         for part in sorted(current.critical):
-            for bigger in (m for m in ladder if m > sizes[part]):
+            for bigger in _faster_sizes(evaluate, part, sizes[part], ladder):
                 trial = [*sizes[:part], bigger, *sizes[part + 1:]]
                 judged = evaluate(trial)
                 saved = current.makespan_s - judged.makespan_s
@@ -135,6 +139,18 @@ def _upgrade(evaluate: Evaluator, sizes: list[int], bound_s: float,
             return sizes
         _, sizes, current = best
     return sizes
+
+
+def _faster_sizes(evaluate: Evaluator, part: int, size: int, ladder: list[int]) -> list[int]:
+    """The bigger sizes at which the sub-DAG runs faster than at every smaller one: past the
+    CPUs its tasks can use, more memory only costs more, and trying it costs a simulation."""
+    faster, best = [], evaluate.busy_s(part, size)
+    for bigger in (m for m in ladder if m > size):
+        busy = evaluate.busy_s(part, bigger)
+        if busy < best * (1 - 1e-9):
+            faster.append(bigger)
+            best = busy
+    return faster
 
 
 def _downgrade(evaluate: Evaluator, sizes: list[int], bound_s: float,
@@ -224,5 +240,7 @@ class SimulatedPlan:
         return Evaluation(makespan, outcome.cost_gb_s, critical)
 
     def work_cost(self, partition: int, size: int) -> float:
-        busy = sum(self.duration(t, size) for t in self._members[partition])
-        return billed_gb_s(busy, size)
+        return billed_gb_s(self.busy_s(partition, size), size)
+
+    def busy_s(self, partition: int, size: int) -> float:
+        return sum(self.duration(t, size) for t in self._members[partition])

@@ -20,6 +20,12 @@ HTTP path runs on one machine exactly as on Knative or Cloud Run:
   gateway forwards each with ``X-Daskless-Wait: 1`` so the request ends when the invocation
   does, which is how it knows the instance is free again. An instance idle for ``idle_timeout_s``
   is retired (a timer per instance, no polling).
+- **Sizes.** An invocation may ask for a worker size (``Invocation.memory_mb``, set when the
+  planner sized the run's sub-DAGs). Instances are started at a size and serve only
+  invocations of that size; each is put under its size's CPU share (``cpu_limits``: a cgroup
+  per size, 1,769 MB being one vCPU), so a plan's effect shows on one machine. Invocations that
+  ask for none share the gateway's default instances. When ``max_instances`` are running and
+  none of the wanted size is free, an idle instance of another size is retired to make room.
 - **Lost instances.** When an instance dies mid-invocation (the forwarded request breaks, or its
   output pipe closes), the gateway writes a ``lost`` event naming the instance's worker id to the
   run's event stream (the client raises :class:`WorkerLostError` if that worker had started
@@ -40,6 +46,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +56,7 @@ from aiohttp import web
 
 from daskless.worker_runtime import auth
 from daskless.worker_runtime.context import worker_id_for
+from daskless.worker_runtime.cpu_limits import CpuLimiter, cpu_limiter, own_name
 from daskless.worker_runtime.errors import InvocationError, RunGoneError
 from daskless.worker_runtime.events import WorkerLost
 from daskless.worker_runtime.http_worker import (
@@ -99,6 +107,8 @@ class Instance:
     proc: asyncio.subprocess.Process
     port: int
     slot: TaskSlot
+    memory_mb: int = 0
+    """Its size (0: the default, unlimited)."""
     busy: int = 0
     served: int = 0
     alive: bool = True
@@ -129,10 +139,11 @@ class Gateway:
         self.url = ""
         self.instances: list[Instance] = []
         self.counters = {"cold_starts": 0, "warm_starts": 0, "lost": 0, "retired": 0,
-                         "rejected": 0, "accepted": 0, "forwarded": 0}
-        self._starting = 0
+                         "rejected": 0, "accepted": 0, "forwarded": 0, "evicted": 0}
+        self._starting: Counter[int] = Counter()  # by size
         self._waiting = 0
-        self._waiters = 0
+        self._waiters: Counter[int] = Counter()  # by size
+        self._limiter: CpuLimiter | None = None
         self._start_error: InvocationError | None = None
         self._changed: asyncio.Condition | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -164,8 +175,9 @@ class Gateway:
     async def healthz(self, _: web.Request) -> web.Response:
         return web.json_response({
             "status": "ok",
-            "instances": [{"pid": i.proc.pid, "port": i.port, "busy": i.busy}
-                          for i in self.instances],
+            "instances": [{"pid": i.proc.pid, "port": i.port, "busy": i.busy,
+                           "memory_mb": i.memory_mb} for i in self.instances],
+            "cpu_limits": self._limiter.kind if self._limiter is not None else "unused",
             "queued": self._waiting,
             **self.counters,
         })
@@ -181,18 +193,30 @@ class Gateway:
         startable = self.settings.max_instances - len(self.instances)
         return self._waiting >= limit + free + startable * per_instance
 
-    def _free_instance(self) -> Instance | None:
+    def _free_instance(self, size: int) -> Instance | None:
         for instance in self.instances:
-            if instance.alive and instance.busy < self.settings.instance_concurrency:
+            if (instance.alive and instance.memory_mb == size
+                    and instance.busy < self.settings.instance_concurrency):
                 return instance
         return None
+
+    def _evict_idle(self, size: int) -> bool:
+        """Retire an idle instance of another size to make room; whether there was one."""
+        for instance in self.instances:
+            if instance.alive and instance.busy == 0 and instance.memory_mb != size:
+                self.counters["evicted"] += 1
+                if instance.idle_timer is not None:
+                    instance.idle_timer.cancel()
+                self._drop(instance)
+                return True
+        return False
 
     async def _run(self, body: bytes, invocation: Invocation) -> None:
         queued = True
         attempts = self.settings.retries + 1
         try:
             for attempt in range(1, attempts + 1):
-                instance = await self._acquire(queued)
+                instance = await self._acquire(queued, invocation.memory_mb)
                 queued = False
                 try:
                     await self._forward(instance, body)
@@ -208,40 +232,44 @@ class Gateway:
             if queued:
                 self._waiting -= 1
 
-    async def _acquire(self, queued: bool) -> Instance:
-        """The first instance that is free; starts one more if waiters outnumber starts."""
+    async def _acquire(self, queued: bool, size: int) -> Instance:
+        """The first free instance of ``size``; starts one more if waiters outnumber starts."""
         assert self._changed is not None
         async with self._changed:
-            self._waiters += 1
+            self._waiters[size] += 1
             try:
                 while True:
-                    instance = self._free_instance()
+                    instance = self._free_instance(size)
                     if instance is not None:
                         self._take(instance, queued)
                         return instance
-                    total = len(self.instances) + self._starting
-                    if self._starting < self._waiters and total < self.settings.max_instances:
-                        self._starting += 1
-                        self._background(self._start_into_pool())
+                    if self._starting[size] < self._waiters[size] and self._room_for(size):
+                        self._starting[size] += 1
+                        self._background(self._start_into_pool(size))
                     await self._changed.wait()
                     error = self._start_error
-                    if error is not None and not self.instances and not self._starting:
+                    starting = sum(self._starting.values())
+                    if error is not None and not self.instances and not starting:
                         raise error
             finally:
-                self._waiters -= 1
+                self._waiters[size] -= 1
 
-    async def _start_into_pool(self) -> None:
+    def _room_for(self, size: int) -> bool:
+        total = len(self.instances) + sum(self._starting.values())
+        return total < self.settings.max_instances or self._evict_idle(size)
+
+    async def _start_into_pool(self, size: int) -> None:
         assert self._changed is not None
         try:
-            instance = await self._start_instance()
+            instance = await self._start_instance(size)
         except InvocationError as exc:
             async with self._changed:
-                self._starting -= 1
+                self._starting[size] -= 1
                 self._start_error = exc
                 self._changed.notify_all()
             return
         async with self._changed:
-            self._starting -= 1
+            self._starting[size] -= 1
             self._start_error = None
             self.instances.append(instance)
             self.counters["cold_starts"] += 1
@@ -335,7 +363,7 @@ class Gateway:
         with contextlib.suppress(RunGoneError):
             self.store.deliver(invocation.run_id, events=[event], epoch=invocation.epoch)
 
-    async def _start_instance(self) -> Instance:
+    async def _start_instance(self, size: int) -> Instance:
         slot = TaskSlot()  # where the instance writes the task it runs (see ``task_slot``)
         config = WorkerSettings(
             store=self.settings.store, secret=self.settings.secret,
@@ -354,6 +382,8 @@ class Gateway:
             )
         finally:
             slot.started()
+        if size:
+            self._limit(proc.pid, size)
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(config.to_json().encode() + b"\n")
@@ -369,9 +399,19 @@ class Gateway:
             await _stop(proc)
             slot.close()
             raise InvocationError(f"a worker instance failed to start: {text or 'no output'}")
-        instance = Instance(proc, int(text.split()[-1]), slot)
+        instance = Instance(proc, int(text.split()[-1]), slot, size)
         self._background(self._watch(instance))
         return instance
+
+    def _limit(self, pid: int, size: int) -> None:
+        """Put a new instance under its size's CPU share (the groups are made on first use)."""
+        if self._limiter is None:
+            self._limiter = cpu_limiter(own_name("daskless-gateway"))
+        try:
+            self._limiter.limit(pid, size)
+        except OSError as exc:  # the hierarchy went away or refused: run it unlimited
+            print(f"daskless gateway: could not limit instance {pid} to {size} MB: {exc}",
+                  file=sys.stderr, flush=True)
 
     async def _watch(self, instance: Instance) -> None:
         """Pass the instance's output on; its end means the process has exited."""
@@ -399,6 +439,8 @@ class Gateway:
             await instance.proc.wait()
         if self._session is not None:
             await self._session.close()
+        if self._limiter is not None:
+            self._limiter.close()
         self.store.close()
 
 

@@ -71,6 +71,16 @@ def metrics_stream(run_id: str) -> str:
     return f"{METRICS_PREFIX}:run:{run_id}"
 
 
+def history(name: str) -> str:
+    """What the planner learnt about one graph structure (or ``averages``), as JSON."""
+    return f"{METRICS_PREFIX}:history:{name}"
+
+
+def history_runs(name: str) -> str:
+    """The list of runs of one structure whose metrics the planner has not folded in yet."""
+    return f"{METRICS_PREFIX}:history:{name}:runs"
+
+
 def metrics_index() -> str:
     """The sorted set of runs that have metrics, scored by creation time."""
     return f"{METRICS_PREFIX}:runs"

@@ -22,6 +22,10 @@ boto3 client (``endpoint_url=...``) talks to it exactly as it talks to AWS. What
   retried (as with ``MaximumRetryAttempts: 0``); when the function has an on-failure
   destination, the emulator invokes that function with the same record AWS sends
   (``requestContext``, ``requestPayload``, ``responseContext``, ``responsePayload``).
+- **Sizes.** A function has a memory size; with ``cpu_limits`` its instances get that size's
+  CPU share (``worker_runtime.cpu_limits``: 1,769 MB is one vCPU, as on Lambda), so functions
+  of several sizes (``daskless.lambda.functions``) run at their sizes' speeds on one machine.
+  ``--memory NAME=MB`` sets a function's size on the command line.
 - Unknown functions get 404 ``ResourceNotFoundException``, bodies that are not JSON 400
   ``InvalidRequestContentException``, oversized event payloads 413.
 
@@ -48,6 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from daskless.worker_runtime.cpu_limits import CpuLimiter, NoLimits, cpu_limiter, own_name
 
 DEFAULT_HANDLER = "daskless.worker_runtime.lambda_handler.handler"
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
@@ -102,12 +108,14 @@ class Instance:
         self.alive = True
 
     @classmethod
-    async def start(cls, config: FunctionConfig, env: Mapping[str, str]) -> Instance:
+    async def start(cls, config: FunctionConfig, env: Mapping[str, str],
+                    limiter: CpuLimiter) -> Instance:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "daskless.worker_runtime.lambda_emulator", "--instance",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=dict(env),
             limit=2 * MAX_SYNC_BYTES,
         )
+        limiter.limit(proc.pid, config.memory_mb)
         assert proc.stdin is not None
         settings = {"handler": config.handler, "function": config.name,
                     "memory": config.memory_mb, "timeout": config.timeout_s}
@@ -164,10 +172,12 @@ def _stamp(request_id: str) -> str:
 class Function:
     """An emulated function: warm instances, in-flight invocations and their limit."""
 
-    def __init__(self, config: FunctionConfig, env: Mapping[str, str]) -> None:
+    def __init__(self, config: FunctionConfig, env: Mapping[str, str],
+                 limiter: CpuLimiter) -> None:
         self.config = config
         self.stats = FunctionStats()
         self._env = env
+        self._limiter = limiter
         self._idle: list[Instance] = []
         self._all: set[Instance] = set()
         self._in_flight = 0
@@ -228,7 +238,7 @@ class Function:
 
     async def _start_instance(self) -> Instance:
         self.stats.cold_starts += 1
-        instance = await Instance.start(self.config, self._env)
+        instance = await Instance.start(self.config, self._env, self._limiter)
         self._all.add(instance)
         return instance
 
@@ -244,8 +254,10 @@ class Function:
 class LambdaEmulator:
     """The Invoke API over a set of emulated functions; see the module docstring."""
 
-    def __init__(self, functions: list[FunctionConfig]) -> None:
+    def __init__(self, functions: list[FunctionConfig], cpu_limits: bool = False) -> None:
         self.configs = {f.name: f for f in functions}
+        self.limiter: CpuLimiter = (cpu_limiter(own_name("daskless-lambda-emulator"))
+                                    if cpu_limits else NoLimits())
         self.functions: dict[str, Function] = {}
         self.url = ""
         self._background: set[asyncio.Task[None]] = set()
@@ -257,7 +269,7 @@ class LambdaEmulator:
         """Bind the functions to the emulator's URL (their fan-outs come back here)."""
         self.url = url
         for name, config in self.configs.items():
-            self.functions[name] = Function(config, self._environment(config))
+            self.functions[name] = Function(config, self._environment(config), self.limiter)
 
     def _environment(self, config: FunctionConfig) -> dict[str, str]:
         env = dict(os.environ)
@@ -346,6 +358,7 @@ class LambdaEmulator:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(*(f.close() for f in self.functions.values()))
+        self.limiter.close()
 
 
 def failure_record(function: str, request_id: str, payload: bytes, error: Any) -> dict[str, Any]:
@@ -372,8 +385,9 @@ def failure_record(function: str, request_id: str, payload: bytes, error: Any) -
 class EmulatorThread:
     """An emulator serving on a loopback port from a background thread of this process."""
 
-    def __init__(self, functions: list[FunctionConfig], host: str = "127.0.0.1") -> None:
-        self.emulator = LambdaEmulator(functions)
+    def __init__(self, functions: list[FunctionConfig], host: str = "127.0.0.1",
+                 cpu_limits: bool = False) -> None:
+        self.emulator = LambdaEmulator(functions, cpu_limits)
         self._host = host
         self._ready = threading.Event()
         self._stopped: asyncio.Event | None = None
@@ -493,6 +507,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="environment of the functions (repeatable)")
     parser.add_argument("--max-concurrency", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--memory", action="append", default=[], metavar="NAME=MB",
+                        help="a function's memory size (repeatable; default 1024)")
+    parser.add_argument("--cpu-limits", action="store_true",
+                        help="give each instance its function's CPU share (cgroups; 1769 MB "
+                             "is one vCPU)")
     parser.add_argument("--queue-limit", type=int, default=0,
                         help="Event invocations that may wait for a free instance, as in AWS "
                              "(default 0: answer 429 at --max-concurrency)")
@@ -501,11 +520,13 @@ def main(argv: list[str] | None = None) -> None:
         _instance_main()
         return
     env = dict(_parse_env(args.env))
+    memory = {name: int(mb) for name, mb in _parse_env(args.memory)}
     emulator = LambdaEmulator([
-        FunctionConfig(name, args.handler, env, args.max_concurrency, timeout_s=args.timeout,
+        FunctionConfig(name, args.handler, env, args.max_concurrency,
+                       memory_mb=memory.get(name, 1024), timeout_s=args.timeout,
                        queue_limit=args.queue_limit)
         for name in args.function or ["daskless"]
-    ])
+    ], cpu_limits=args.cpu_limits)
     emulator.start_functions(f"http://{args.host}:{args.port}")
     print(f"Lambda emulator on http://{args.host}:{args.port} "
           f"(functions: {', '.join(emulator.configs)})", flush=True)

@@ -16,7 +16,9 @@ The rules, WUKONG's, as this core applies them:
   delivered the successor's last input, and whoever delivers it owns the successor.
 * An owned successor in the partition being run goes onto the ready stack; one in another
   partition is handed off. When local work runs out, the worker *becomes* one handed-off group
-  (continues with it) and invokes a new worker for every other group: fan-out. Successors that a
+  (continues with it) and invokes a new worker for every other group: fan-out. It becomes only
+  a group planned at its own worker size (``RunOptions.sizes_mb``): the planner's sizes hold
+  even where work moves between workers. Successors that a
   flush's own marks completed are routed into that same flush's dispatch, so a cross-partition
   fan-in costs no extra round trip.
 * Outputs cross the store only when a successor may run elsewhere or the client asked for them,
@@ -72,6 +74,8 @@ class InvocationState:
         self.inputs_here: dict[int, int] = {}
         self.ready: list[int] = []
         self.outbox = Outbox(spec.options.event_interval_s, clock)
+        self.options = spec.options
+        self._own_size = spec.options.requested_size(spec.partition)
         self._consumers: dict[int, int] = {}  # entered tasks still to use each fetched input
 
     # -- entering a partition --------------------------------------------------------------
@@ -230,5 +234,12 @@ class InvocationState:
         groups = [(p, tuple(tasks)) for p, tasks in handoffs.items()]
         become = None
         if flush.final and not self.ready and groups:
-            become = groups.pop(0)
+            # Continue only with work planned at this worker's own size: a sub-DAG sized
+            # otherwise gets a worker of its size.
+            same = [i for i, (p, _) in enumerate(groups) if self._size(p) == self._own_size]
+            if same:
+                become = groups.pop(same[0])
         return Dispatch(become, groups)
+
+    def _size(self, partition: int) -> int:
+        return self.options.requested_size(partition)

@@ -17,12 +17,15 @@ buffered since its last upload.
 Records are JSON lists (the first item names the kind; ``inv`` is the invocation id):
 
 - ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline]``
-- ``["tasks", inv, n, ids, starts, ends, [[i, input_id, nbytes, download_s], ...]]``: the ``n``
-  tasks that ran since the last upload, as columns packed by :mod:`daskless.worker_runtime.columns`
-  (task ids as ``INT``, start and end times as ``FLOAT``); inputs are those read from the store
-  only (the others were in this worker's memory), ``i`` indexing the columns.
+- ``["tasks", inv, n, ids, starts, ends, [[i, input_id, nbytes, download_s], ...], sizes]``:
+  the ``n`` tasks that ran since the last upload, as columns packed by
+  :mod:`daskless.worker_runtime.columns` (task ids and output sizes as ``INT``, start and end
+  times as ``FLOAT``); inputs are those read from the store only (the others were in this
+  worker's memory), ``i`` indexing the columns. ``sizes`` is each output's size in memory
+  (``dask.sizeof``, what dask's own scheduler measures), so that every task's output size is
+  known, stored or not: the planner predicts transfers and input-dependent durations from it.
   :func:`expand` turns such a record into one ``["task", inv, task_id, t_start, t_end,
-  [[input_id, nbytes, download_s], ...]]`` per task, the form readers use.
+  [[input_id, nbytes, download_s], ...], size]`` per task, the form readers use.
 - ``["err", inv, task_id, t_start, t_end, attempt, exception type, message, traceback]``: one
   per failed attempt, so a task that raised and then succeeded on a retry shows both
 - ``["flush", inv, t_start, t_end, [[task_id, nbytes], ...], [producer ids of marks]]``
@@ -89,8 +92,8 @@ class MetricsRecorder(Protocol):
         """``store.fetch``, remembering each input's size and the download time."""
         ...
 
-    def task(self, info: TaskInfo, start: float, end: float) -> None:
-        """A task ran; may upload, as the policy says."""
+    def task(self, info: TaskInfo, start: float, end: float, value: object) -> None:
+        """A task ran and returned ``value``; may upload, as the policy says."""
         ...
 
     def failed(self, task_id: int, start: float, attempt: int, exc: BaseException) -> None:
@@ -119,7 +122,12 @@ class Recorder:
         self.downloads: dict[int, tuple[int, float]] = {}
         # The "tasks" columns waiting for the next upload.
         self.ids, self.starts, self.ends = array(INT), array(FLOAT), array(FLOAT)
+        self.sizes = array(INT)
         self.inputs: list[list[Any]] = []
+        # Imported here: the worker runtime itself does not depend on dask, its tasks do.
+        from dask.sizeof import sizeof
+
+        self._sizeof = sizeof
         self.tasks = 0
         self.dropped = 0
         self.deadline = time.time() + self.policy.seconds
@@ -147,7 +155,7 @@ class Recorder:
             self.downloads[task_id] = (len(blob) if blob is not None else 0, seconds)
         return blobs
 
-    def task(self, info: TaskInfo, start: float, end: float) -> None:
+    def task(self, info: TaskInfo, start: float, end: float, value: object) -> None:
         downloads = self.downloads
         if downloads:
             at = len(self.ids)
@@ -155,6 +163,7 @@ class Recorder:
         self.ids.append(info.id)
         self.starts.append(start)
         self.ends.append(end)
+        self.sizes.append(self._sizeof(value))
         if len(self.ids) + len(self.records) >= self.policy.records or end >= self.deadline:
             self.upload()
 
@@ -192,9 +201,10 @@ class Recorder:
         self.tasks += len(self.ids)
         self.records.append([
             "tasks", self.inv, len(self.ids), pack(self.ids, INT), pack(self.starts, FLOAT),
-            pack(self.ends, FLOAT), self.inputs,
+            pack(self.ends, FLOAT), self.inputs, pack(self.sizes, INT),
         ])
         self.ids, self.starts, self.ends = array(INT), array(FLOAT), array(FLOAT)
+        self.sizes = array(INT)
         self.inputs = []
 
 
@@ -204,7 +214,7 @@ class NoRecorder:
     def fetch(self, store: Store, run_id: str, task_ids: Sequence[int]) -> list[bytes | None]:
         return store.fetch(run_id, task_ids)
 
-    def task(self, info: TaskInfo, start: float, end: float) -> None:
+    def task(self, info: TaskInfo, start: float, end: float, value: object) -> None:
         pass
 
     def failed(self, task_id: int, start: float, attempt: int, exc: BaseException) -> None:
@@ -243,14 +253,16 @@ def expand(records: Iterable[list[Any]]) -> Iterator[list[Any]]:
         if record[0] != "tasks":
             yield record
             continue
-        _, inv, _n, ids, starts, ends, inputs = record
+        _, inv, _n, ids, starts, ends, inputs, *rest = record
+        # Records of older workers have no sizes column.
+        sizes = unpack(rest[0], INT) if rest else [None] * _n
         per_task: dict[int, list[list[Any]]] = {}
         for i, input_id, nbytes, download_s in inputs:
             per_task.setdefault(i, []).append([input_id, nbytes, download_s])
-        for i, (task_id, start, end) in enumerate(
-            zip(unpack(ids, INT), unpack(starts, FLOAT), unpack(ends, FLOAT))
+        for i, (task_id, start, end, size) in enumerate(
+            zip(unpack(ids, INT), unpack(starts, FLOAT), unpack(ends, FLOAT), sizes)
         ):
-            yield ["task", inv, task_id, start, end, per_task.get(i, [])]
+            yield ["task", inv, task_id, start, end, per_task.get(i, []), size]
 
 
 def _lane(worker_id: str) -> str:

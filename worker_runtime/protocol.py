@@ -98,8 +98,21 @@ class RunOptions:
     # The memory (MB) the run's workers are billed at, unless the platform says otherwise
     # (``daskless.worker-memory``).
     memory_mb: int = 1769
+    # The size the planner chose per sub-DAG (empty: every one at ``memory_mb``).
+    sizes_mb: tuple[int, ...] = ()
     # None: no metrics are recorded for the run.
     metrics: MetricsSettings | None = None
+
+    def memory_of(self, partition: int) -> int:
+        """The worker size (MB) sub-DAG ``partition`` runs at."""
+        sizes = self.sizes_mb
+        return sizes[partition] if 0 <= partition < len(sizes) else self.memory_mb
+
+    def requested_size(self, partition: int) -> int:
+        """What an invocation of ``partition`` asks the platform for: its planned size, or 0
+        (the platform's one size) when the planner sized nothing."""
+        sizes = self.sizes_mb
+        return sizes[partition] if 0 <= partition < len(sizes) else 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,9 @@ class Invocation:
     inline_spec: bytes | None = None
     id: str = field(default_factory=lambda: new_invocation_id())
     epoch: int = 1
+    #: The worker size (MB) to run it on; 0: the platform's one size. Platforms that start
+    #: workers of several sizes (the gateway, Lambda with a function per size) route by it.
+    memory_mb: int = 0
 
     def to_bytes(self) -> bytes:
         body: dict[str, object] = {
@@ -137,6 +153,8 @@ class Invocation:
             "id": self.id,
             "epoch": self.epoch,
         }
+        if self.memory_mb:
+            body["mem"] = self.memory_mb
         if self.inline_spec is not None:
             body["spec"] = base64.b64encode(self.inline_spec).decode("ascii")
         return json.dumps(body, separators=(",", ":")).encode()
@@ -153,6 +171,7 @@ class Invocation:
                 inline_spec=base64.b64decode(spec) if spec is not None else None,
                 id=str(body["id"]),
                 epoch=int(body["epoch"]),
+                memory_mb=int(body.get("mem", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise InvocationError(f"malformed invocation: {exc}") from exc

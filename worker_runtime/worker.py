@@ -120,7 +120,8 @@ class Execution:
         self.options: RunOptions = spec.options
         self.tier = values.tier_for(spec.options.tier)
         self.metrics = metrics.recorder_for(ctx.store, ctx.worker_id, inv, spec.options.metrics,
-                                            self._spec_s, spec.options.memory_mb)
+                                            self._spec_s,
+                                            spec.options.memory_of(inv.partition))
         self._state = InvocationState(spec, ctx.worker_id)
         self._enter(inv.partition, inv.entries)
 
@@ -162,7 +163,7 @@ class Execution:
             value, start = self._attempts(info, inputs)
         finally:
             self._running(-1)
-        self.metrics.task(info, start, time.time())
+        self.metrics.task(info, start, time.time(), value)
         self.state.finished(info, value)
         faults.kill_point("after-task")
 
@@ -233,7 +234,8 @@ class Execution:
         faults.kill_point("after-deliver")
         dispatch = self.state.delivered(flush, completed)
         if dispatch.invoke:
-            self._invoke([Invocation(self.run_id, part, tasks, epoch=self.epoch)
+            self._invoke([Invocation(self.run_id, part, tasks, epoch=self.epoch,
+                                     memory_mb=self.options.requested_size(part))
                           for part, tasks in dispatch.invoke])
         return dispatch
 

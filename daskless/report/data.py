@@ -48,6 +48,9 @@ class TaskMetrics:
     # Inputs read from the store: input id -> (bytes, seconds of the fetch that read them).
     downloads: dict[int, tuple[int, float]] = field(default_factory=dict)
     output_bytes: int | None = None
+    """Bytes of the output as stored (only outputs that went through the store)."""
+    nbytes: int | None = None
+    """Size of the output in memory (``dask.sizeof``), known for every task that ran."""
     upload_s: float = 0.0
     fanin_s: float = 0.0
 
@@ -184,10 +187,11 @@ class RunMetrics:
         return task
 
     def _on_task(self, inv: str, task_id: int, start: float, end: float,
-                 inputs: list[list[Any]]) -> None:
+                 inputs: list[list[Any]], nbytes: int | None = None) -> None:
         task = self._ran(inv, task_id, start, end, erred=False)
         if task is not None:
             task.downloads = {int(d): (int(n), float(s)) for d, n, s in inputs}
+            task.nbytes = nbytes
 
     def _on_err(self, inv: str, task_id: int, start: float, end: float, attempt: int = 1,
                 kind: str = "", message: str = "", frames: str = "") -> None:

@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from daskless.worker_runtime.errors import ConfigurationError, InvocationError
@@ -81,6 +81,12 @@ class LambdaSettings:
     max_payload_bytes: int
     connect_timeout: float
     read_timeout: float
+    functions: Mapping[int, str] = field(default_factory=dict)
+    """Worker size (MB) -> the function configured with that memory (``functions``)."""
+
+    def function_for(self, memory_mb: int) -> str:
+        """The function an invocation of ``memory_mb`` goes to (the URL's one by default)."""
+        return self.functions.get(memory_mb, self.function) if memory_mb else self.function
 
     @classmethod
     def from_config(cls, url: str, config: Mapping[str, Any]) -> LambdaSettings:
@@ -90,7 +96,7 @@ class LambdaSettings:
         unknown = set(values) - set(_CONVERTERS)
         if unknown:
             raise ConfigurationError(f"unknown daskless.lambda settings: {sorted(unknown)}")
-        missing = set(_CONVERTERS) - set(values)
+        missing = set(_CONVERTERS) - set(values) - {"functions"}  # functions: optional
         if missing:
             raise ConfigurationError(
                 f"daskless.lambda has no {', '.join(sorted(missing))}: set its keys one by one "
@@ -101,6 +107,8 @@ class LambdaSettings:
             converted: dict[str, Any] = {
                 k: None if v is None else _CONVERTERS[k](v) for k, v in values.items()
             }
+            if converted.get("functions") is None:
+                converted.pop("functions", None)
             settings = cls(function=function, **converted)
             _check_positive(settings)
         except (TypeError, ValueError) as exc:
@@ -108,10 +116,21 @@ class LambdaSettings:
         return settings
 
 
+def _functions(value: Any) -> dict[int, str]:
+    """``{size: function name}``, sizes positive whole MB (YAML and environment variables
+    may give the sizes as text)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"functions is a mapping of sizes (MB) to function names, not {value!r}")
+    functions = {int(size): str(name) for size, name in value.items()}
+    if any(size <= 0 for size in functions) or not all(functions.values()):
+        raise ValueError(f"functions maps positive sizes (MB) to function names: {value!r}")
+    return functions
+
+
 _CONVERTERS: dict[str, Any] = {
     "region": str, "endpoint_url": str, "max_concurrency": int, "max_attempts": int,
     "backoff": float, "max_backoff": float, "max_payload_bytes": int,
-    "connect_timeout": float, "read_timeout": float,
+    "connect_timeout": float, "read_timeout": float, "functions": _functions,
 }
 
 
@@ -195,23 +214,24 @@ class LambdaInvoker:
 
     def _deliver(self, invocation: Invocation) -> None:
         body = self._small_body(invocation)
+        function = self.settings.function_for(invocation.memory_mb)
         last = "no attempt was made"
         for attempt in range(self.settings.max_attempts):
             if attempt:
                 time.sleep(self._backoff(attempt))
             payload = json.dumps(self._signer.sign_envelope(body)).encode()
-            retry, last = self._send(payload)
+            retry, last = self._send(function, payload)
             if not retry and not last:
                 return
             if not retry:
                 break
         raise InvocationError(
-            f"invocation of Lambda function {self.settings.function!r} for run "
+            f"invocation of Lambda function {function!r} for run "
             f"{invocation.run_id} (partition {invocation.partition}) failed after "
             f"{min(attempt + 1, self.settings.max_attempts)} attempt(s): {last}"
         )
 
-    def _send(self, payload: bytes) -> tuple[bool, str]:
+    def _send(self, function: str, payload: bytes) -> tuple[bool, str]:
         """One request: ``(retry?, reason)``; an empty reason means it was accepted."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -222,7 +242,7 @@ class LambdaInvoker:
             client = self._client
         try:
             response = client.invoke(
-                FunctionName=self.settings.function, InvocationType="Event", Payload=payload
+                FunctionName=function, InvocationType="Event", Payload=payload
             )
         except ClientError as exc:
             error = exc.response.get("Error", {})
@@ -246,6 +266,5 @@ class LambdaInvoker:
         # Signature, timestamp and JSON escaping add well under 1 KiB to the body.
         too_big = len(body) + 1024 > self.settings.max_payload_bytes
         if invocation.inline_spec is not None and too_big:
-            small = Invocation(invocation.run_id, invocation.partition, invocation.entries)
-            body = small.to_bytes()
+            body = replace(invocation, inline_spec=None).to_bytes()
         return body

@@ -20,6 +20,9 @@ from typing import Any, NamedTuple, Protocol
 
 from daskless.worker_runtime.events import Event
 
+#: Runs of one structure noted for the planner at most (the oldest are forgotten first).
+HISTORY_NOTES = 64
+
 
 class Mark(NamedTuple):
     """One delivered edge ``upstream -> task``; ``n_deps`` inputs complete the task."""
@@ -170,6 +173,19 @@ class Store(Protocol):
 
     def metric_runs(self) -> list[tuple[str, float]]:
         """Runs that still have metrics, as ``(run_id, first record time)``, newest first."""
+        ...
+
+    def note_history_run(self, name: str, run_id: str, retention_s: float) -> None:
+        """Remember that ``run_id`` ran the structure ``name`` (for the planner to fold in)."""
+        ...
+
+    def history(self, name: str) -> tuple[bytes | None, list[str]]:
+        """The planner's saved history of ``name`` and the runs noted since (oldest first)."""
+        ...
+
+    def save_history(self, name: str, blob: bytes, folded: Sequence[str],
+                     retention_s: float) -> None:
+        """Replace the history of ``name`` and forget the ``folded`` runs' notes."""
         ...
 
     def close(self) -> None:

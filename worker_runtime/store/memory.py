@@ -22,7 +22,7 @@ from daskless.worker_runtime.errors import (
     StaleAttemptError,
 )
 from daskless.worker_runtime.events import Event, RunCreated
-from daskless.worker_runtime.store.base import Claim, Lease, Mark
+from daskless.worker_runtime.store.base import HISTORY_NOTES, Claim, Lease, Mark
 
 _ids = itertools.count()
 # The process's memory is the only place metrics live here: keep the most recent runs only.
@@ -51,6 +51,8 @@ class MemoryStore:
         self._queues: dict[str, deque[bytes]] = {}
         # run id -> (first record time, expiry time, records); metrics outlive the runs.
         self._metrics: dict[str, tuple[float, float, list[Any]]] = {}
+        self._histories: dict[str, bytes] = {}
+        self._history_runs: dict[str, list[str]] = {}
         self._changed = threading.Condition(threading.Lock())
 
     @property
@@ -249,6 +251,23 @@ class MemoryStore:
             self._drop_expired_metrics(time.time())
             runs = [(run_id, first) for run_id, (first, _, _) in self._metrics.items()]
         return sorted(runs, key=lambda r: r[1], reverse=True)
+
+    def note_history_run(self, name: str, run_id: str, retention_s: float) -> None:
+        with self._changed:
+            self._history_runs.setdefault(name, []).append(run_id)
+            del self._history_runs[name][:-HISTORY_NOTES]
+
+    def history(self, name: str) -> tuple[bytes | None, list[str]]:
+        with self._changed:
+            return self._histories.get(name), list(self._history_runs.get(name, ()))
+
+    def save_history(self, name: str, blob: bytes, folded: Sequence[str],
+                     retention_s: float) -> None:
+        with self._changed:
+            self._histories[name] = blob
+            gone = set(folded)
+            self._history_runs[name] = [r for r in self._history_runs.get(name, ())
+                                        if r not in gone]
 
     def close(self) -> None:
         """Nothing to release."""

@@ -28,7 +28,7 @@ from daskless.worker_runtime.errors import (
 )
 from daskless.worker_runtime.events import Event, RunCreated, decode, encode, encode_all
 from daskless.worker_runtime.store import lua
-from daskless.worker_runtime.store.base import Claim, Lease, Mark
+from daskless.worker_runtime.store.base import HISTORY_NOTES, Claim, Lease, Mark
 from daskless.worker_runtime.store.urls import masked
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -285,6 +285,32 @@ class RedisStore:
             # Streams expire on their own; the index forgets them the next time it is read.
             self._client.zrem(index, *expired)
         return [run for run, found in zip(runs, alive) if found]
+
+    @_translating
+    def note_history_run(self, name: str, run_id: str, retention_s: float) -> None:
+        listed = keys.history_runs(name)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.rpush(listed, run_id)
+        pipe.ltrim(listed, -HISTORY_NOTES, -1)
+        pipe.pexpire(listed, max(1, int(retention_s * 1000)))
+        pipe.execute()
+
+    @_translating
+    def history(self, name: str) -> tuple[bytes | None, list[str]]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(keys.history(name))
+        pipe.lrange(keys.history_runs(name), 0, -1)
+        blob, runs = pipe.execute()
+        return blob, [r.decode() for r in runs]
+
+    @_translating
+    def save_history(self, name: str, blob: bytes, folded: Sequence[str],
+                     retention_s: float) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(keys.history(name), blob, px=max(1, int(retention_s * 1000)))
+        for run_id in folded:
+            pipe.lrem(keys.history_runs(name), 0, run_id)
+        pipe.execute()
 
     def close(self) -> None:
         self._client.close()

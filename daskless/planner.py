@@ -1,0 +1,181 @@
+"""The client's side of planning: learn from the store what earlier runs did, then size a plan.
+
+``daskless.scheduler.planning`` decides, purely; this module does the I/O around it:
+
+1. **Recognise the graph.** Each run's structure (``history.structure_key`` of its task
+   prefixes and edges, and the invoker kind) names its history, so a graph rebuilt with new
+   keys finds the runs of its earlier builds.
+2. **Learn.** The store keeps, per structure, the folded :class:`~history.History` and the
+   runs noted since (:meth:`Store.note_history_run`, written when a run with metrics ends
+   well). Planning folds the noted runs whose metrics are complete (read from their metrics
+   streams with :func:`daskless.report.data.load_run`), and per-prefix running averages across
+   structures, then saves both back: each run is read once, by the next plan that needs it.
+   A run whose last metrics are still arriving is left for a later plan.
+3. **Plan.** The planner named by ``daskless.planner`` sizes the sub-DAGs from the sizes the
+   platform can start (``daskless.sizes`` for a gateway, the sizes of
+   ``daskless.lambda.functions`` for Lambda; one size, ``daskless.worker-memory``, for the
+   local pool) and predicts the makespan.
+
+``wukong`` neither reads nor notes history: the default path costs what it cost before the
+planner existed. Runs planned by ``uniform`` or ``non-uniform`` are noted (with metrics on), and
+until their structure has history those planners plan exactly as ``wukong`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dask.utils import key_split
+
+from daskless.config import PlannerSettings
+from daskless.observe import metrics_settings
+from daskless.plan import Plan
+from daskless.report.data import RunMetrics, load_run
+from daskless.scheduler.history import Averages, History, Observation, Predictor, structure_key
+from daskless.scheduler.planning import Decision, plan_sizes, predict_tasks
+from daskless.scheduler.simulation import Link, Scenario, SimGraph, simulate
+from daskless.worker_runtime.store.base import Store
+
+#: The history record of per-prefix averages over every structure.
+AVERAGES = "averages"
+#: Seconds after which a noted run is folded even if some of its metrics never arrived.
+INCOMPLETE_AFTER_S = 60.0
+#: Seconds a history is kept when metrics (and their retention setting) are off.
+DEFAULT_RETENTION_S = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan with its sizes, what the planner predicted, and how long planning took."""
+
+    plan: Plan
+    structure: str
+    decision: Decision
+    seconds: float
+    learnt_runs: int
+
+
+def plan_run(store: Store, plan: Plan, kind: str, sizes: tuple[int, ...] | None,
+             settings: PlannerSettings, default_mb: int) -> Planned:
+    """Plan ``plan``'s sizes from history (see the module docstring)."""
+    started = time.perf_counter()
+    if settings.planner == "wukong":
+        decision = Decision("wukong", (default_mb,) * len(plan.specs), None, None, (), (), None)
+        return Planned(plan, "", decision, 0.0, 0)
+    prefixes, deps, partition = _shape(plan)
+    structure = structure_key(prefixes, deps, kind)
+    predictor = learn(store, structure)
+    predictions = predict_tasks(deps, prefixes, predictor)
+    graph = SimGraph(deps, partition, predictions.output_bytes)
+    ladder = sizes or (default_mb,)
+    decision = plan_sizes(graph, predictions, settings.planner, settings.target, default_mb,
+                          ladder)
+    sized = len(ladder) > 1 and predictor.informed
+    sized_plan = with_sizes(plan, decision.sizes) if sized else plan
+    return Planned(sized_plan, structure, decision, time.perf_counter() - started,
+                   len(predictor.history.runs))
+
+
+def _shape(plan: Plan) -> tuple[list[str], list[tuple[int, ...]], list[int]]:
+    """Prefix, inputs and sub-DAG of every task, by task id."""
+    n = len(plan.keys)
+    deps: list[tuple[int, ...]] = [()] * n
+    partition = [0] * n
+    for part, spec in plan.specs.items():
+        for task_id, info in spec.tasks.items():
+            deps[task_id], partition[task_id] = info.deps, part
+    return [key_split(k) for k in plan.keys], deps, partition
+
+
+def with_sizes(plan: Plan, sizes: Sequence[int]) -> Plan:
+    """``plan`` with every sub-DAG's worker size set (``RunOptions.sizes_mb``)."""
+    options = replace(plan.options, sizes_mb=tuple(sizes))
+    specs = {p: replace(spec, options=options) for p, spec in plan.specs.items()}
+    return replace(plan, specs=specs, options=options)
+
+
+def note_run(store: Store, structure: str, run_id: str, retention_s: float) -> None:
+    """A run of ``structure`` ended well: the next plan of it folds its metrics in."""
+    # A plan without history is still a plan: metrics are never worth failing a run.
+    with contextlib.suppress(Exception):
+        store.note_history_run(structure, run_id, retention_s)
+
+
+def learn(store: Store, structure: str) -> Predictor:
+    """The structure's history with every complete noted run folded in (saved back)."""
+    blob, noted = store.history(structure)
+    history = History.from_json(blob) if blob else History()
+    averages_blob, _ = store.history(AVERAGES)
+    averages = Averages.from_json(averages_blob) if averages_blob else Averages()
+    folded = []
+    for run_id in noted:
+        run = load_run(store, run_id, settle_s=0.0)
+        if not run.complete and time.time() - run.started < INCOMPLETE_AFTER_S:
+            continue  # its last metrics are on their way: the next plan folds it
+        if run.tasks and run.status == "ok":
+            observed = observations(run)
+            history.add_run(run_id, observed, transfers(run),
+                            run.makespan_s, overhead_s(run, Predictor(history).link()))
+            averages.add(observed)
+        folded.append(run_id)
+    if folded:
+        settings = metrics_settings()
+        retention = settings.retention_s if settings is not None else DEFAULT_RETENTION_S
+        store.save_history(structure, history.to_json().encode(), folded, retention)
+        store.save_history(AVERAGES, averages.to_json().encode(), (), retention)
+    return Predictor(history, averages)
+
+
+def observations(run: RunMetrics) -> list[Observation]:
+    """Every task that ran once and well: its prefix, time, input and output sizes, size."""
+    memory = {inv: m.memory_mb for inv, m in run.invocations.items()}
+    sizes = [t.nbytes if t.nbytes is not None else t.output_bytes for t in run.tasks]
+    found = []
+    for task in run.tasks:
+        if task.start is None or task.end is None or task.erred or task.runs != 1:
+            continue
+        size = sizes[task.id]
+        inputs = [sizes[d] for d in task.deps]
+        if size is None or any(i is None for i in inputs) or not memory.get(task.inv or ""):
+            continue
+        found.append(Observation(task.prefix, task.duration, float(sum(i or 0 for i in inputs)),
+                                 float(memory[task.inv or ""]), float(size)))
+    return found
+
+
+def transfers(run: RunMetrics) -> list[tuple[float, float]]:
+    """``(bytes, seconds)`` of the fetches the run's workers made from the store."""
+    return [(float(n), float(s)) for t in run.tasks for n, s in t.downloads.values()]
+
+
+def overhead_s(run: RunMetrics, link: Link) -> float | None:
+    """The run's makespan minus its simulation with the tasks' measured times: what the
+    simulation does not model (submission, starts, events, result fetching)."""
+    if run.makespan_s is None or any(t.start is None for t in run.tasks):
+        return None
+    memory = {inv: m.memory_mb for inv, m in run.invocations.items()}
+    parts = max((t.partition for t in run.tasks), default=-1) + 1
+    sizes = [1769] * parts
+    for t in run.tasks:
+        size = memory.get(t.inv or "")
+        if size:
+            sizes[t.partition] = size
+    graph = SimGraph([t.deps for t in run.tasks], [t.partition for t in run.tasks],
+                     [float(t.nbytes or t.output_bytes or 0) for t in run.tasks])
+    scenario = Scenario([t.duration for t in run.tasks], [0.0] * parts)
+    return run.makespan_s - simulate(graph, scenario, sizes, link).makespan_s
+
+
+def record(planned: Planned) -> dict[str, Any]:
+    """What the run-end metrics record keeps of the planning (for reports)."""
+    d = planned.decision
+    return {
+        "planner": d.planner, "structure": planned.structure, "sizes": list(d.sizes),
+        "predicted_p50_s": d.predicted_p50_s, "critical_path": list(d.critical_path),
+        "durations": [round(x, 6) for x in d.durations], "cost_gb_s": d.cost_gb_s,
+        "seconds": planned.seconds, "learnt_runs": planned.learnt_runs,
+    }

@@ -1,0 +1,255 @@
+"""What past runs of a graph teach the planner, and the predictions drawn from it.
+
+A run's metrics (per task: duration, output size in memory, worker size; per fetch: bytes and
+seconds) are folded into a :class:`History`, one per *structure*: the shape of the graph with
+its task prefixes, hashed by :func:`structure_key` so that a graph rebuilt with new keys (new
+tokens, as every ``dask.array`` call makes) still finds the history of its earlier builds. A
+:class:`Predictor` then answers, for a task of a new run, from the most specific knowledge
+there is:
+
+1. the prefix's models fitted on this structure's history (``prediction.fit_duration`` and
+   ``fit_output``: duration as a function of input bytes and worker size, with a fixed term;
+   output size as a function of input bytes), kept with their spread for the simulator;
+2. else the prefix's running average over every structure seen (``Averages``), scaled to the
+   worker size as CPU work;
+3. else ``prediction.DEFAULT_DURATION_S`` and outputs as big as their inputs.
+
+It also learns how outputs move between workers (a :class:`~simulation.Link` fitted on the
+fetches: latency plus bytes over bandwidth) and what the simulation leaves out (the run's
+overhead: the measured makespan minus the makespan simulated with the tasks' *measured*
+durations, i.e. client submission, invocation and result fetching, whatever the backend adds).
+
+Everything here is pure and serialisable to JSON (``to_json`` / ``from_json``): the client
+reads and writes it in the store, next to the metrics it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from daskless.scheduler.prediction import (
+    DEFAULT_DURATION_S,
+    DurationModel,
+    OutputModel,
+    Sample,
+    fit_duration,
+    fit_output,
+    vcpus,
+)
+from daskless.scheduler.simulation import DIRECT, Link
+
+__all__ = [
+    "MAX_SAMPLES",
+    "Averages",
+    "History",
+    "Observation",
+    "Predictor",
+    "structure_key",
+]
+
+#: Samples kept per prefix (the most recent): enough to fit and to sample the spread from.
+MAX_SAMPLES = 512
+#: Fetch samples kept, for the link model.
+MAX_TRANSFERS = 512
+#: Runs remembered per structure (their ids: a run is folded in once).
+MAX_RUNS = 64
+#: CPUs a task may use, tried when fitting a prefix seen at several sizes above one vCPU.
+PARALLELISM_CANDIDATES = (1.0, 2.0, 4.0, 6.0)
+
+
+def structure_key(prefixes: Sequence[str], deps: Sequence[Sequence[int]], backend: str) -> str:
+    """A name for the shape of a graph that does not depend on its keys.
+
+    Task ``i`` has prefix ``prefixes[i]`` and reads ``deps[i]``. Three rounds of label
+    refinement (each task's label becomes a hash of its label and its inputs' labels, as in the
+    Weisfeiler-Lehman graph hash) and the multiset of final labels give a hash that is the same
+    for any numbering of the same graph; ``backend`` (the invoker) is part of it, as durations
+    and transfers differ between backends.
+    """
+    labels = [_digest(p) for p in prefixes]
+    for _ in range(3):
+        labels = [_digest(labels[i] + "|" + ",".join(sorted(labels[d] for d in deps[i])))
+                  for i in range(len(labels))]
+    counts = sorted(Counter(labels).items())
+    return _digest(f"{backend}|{len(labels)}|{counts}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One task of a past run."""
+
+    prefix: str
+    seconds: float
+    input_bytes: float
+    memory_mb: float
+    output_bytes: float
+
+
+@dataclass
+class History:
+    """The folded metrics of one structure's runs (see the module docstring)."""
+
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    transfers: list[tuple[float, float]] = field(default_factory=list)
+    overheads_s: list[float] = field(default_factory=list)
+    makespans_s: list[float] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+    def add_run(self, run_id: str, observations: Sequence[Observation],
+                transfers: Sequence[tuple[float, float]], makespan_s: float | None,
+                overhead_s: float | None) -> None:
+        """Fold one run in (once: a run already folded is ignored)."""
+        if run_id in self.runs:
+            return
+        self.runs = [*self.runs, run_id][-MAX_RUNS:]
+        for o in observations:
+            kept = self.samples.setdefault(o.prefix, [])
+            kept.append(Sample(o.seconds, o.input_bytes, o.memory_mb, o.output_bytes))
+            del kept[:-MAX_SAMPLES]
+        self.transfers = [*self.transfers, *transfers][-MAX_TRANSFERS:]
+        if makespan_s is not None:
+            self.makespans_s = [*self.makespans_s, makespan_s][-MAX_RUNS:]
+        if overhead_s is not None:
+            self.overheads_s = [*self.overheads_s, overhead_s][-MAX_RUNS:]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "samples": {p: [[s.seconds, s.input_bytes, s.memory_mb, s.output_bytes] for s in ss]
+                        for p, ss in self.samples.items()},
+            "transfers": self.transfers, "overheads": self.overheads_s,
+            "makespans": self.makespans_s, "runs": self.runs,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> History:
+        body: dict[str, Any] = json.loads(text)
+        return cls(
+            {p: [Sample(*row) for row in rows] for p, rows in body["samples"].items()},
+            [(float(b), float(s)) for b, s in body["transfers"]],
+            [float(x) for x in body["overheads"]], [float(x) for x in body["makespans"]],
+            [str(r) for r in body["runs"]],
+        )
+
+
+@dataclass
+class Averages:
+    """Per prefix, over every structure: a running mean of CPU seconds (seconds times the
+    vCPUs of the worker) and of output bytes, for prefixes a structure has no history of."""
+
+    cpu_s: dict[str, tuple[int, float]] = field(default_factory=dict)
+    output_bytes: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def add(self, observations: Sequence[Observation]) -> None:
+        for o in observations:
+            _running(self.cpu_s, o.prefix, o.seconds * min(vcpus(o.memory_mb), 1.0))
+            _running(self.output_bytes, o.prefix, o.output_bytes)
+
+    def to_json(self) -> str:
+        return json.dumps({"cpu_s": self.cpu_s, "output_bytes": self.output_bytes})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Averages:
+        body = json.loads(text)
+        return cls({p: (int(n), float(m)) for p, (n, m) in body["cpu_s"].items()},
+                   {p: (int(n), float(m)) for p, (n, m) in body["output_bytes"].items()})
+
+
+def _running(means: dict[str, tuple[int, float]], prefix: str, value: float) -> None:
+    n, mean = means.get(prefix, (0, 0.0))
+    means[prefix] = (n + 1, mean + (value - mean) / (n + 1))
+
+
+class Predictor:
+    """Predictions for the tasks of a run (see the module docstring for where they come from)."""
+
+    def __init__(self, history: History | None = None, averages: Averages | None = None) -> None:
+        self.history = history or History()
+        self.averages = averages or Averages()
+        self._durations: dict[str, DurationModel] = {}
+        self._outputs: dict[str, OutputModel] = {}
+
+    @property
+    def informed(self) -> bool:
+        """Whether anything was learnt (without, planners keep to today's behaviour)."""
+        return bool(self.history.samples or self.averages.cpu_s)
+
+    def knows(self, prefix: str) -> bool:
+        return prefix in self.history.samples or prefix in self.averages.cpu_s
+
+    def duration_model(self, prefix: str) -> DurationModel:
+        model = self._durations.get(prefix)
+        if model is None:
+            model = self._durations[prefix] = self._fit_duration(prefix)
+        return model
+
+    def output_model(self, prefix: str) -> OutputModel:
+        model = self._outputs.get(prefix)
+        if model is None:
+            model = self._outputs[prefix] = self._fit_output(prefix)
+        return model
+
+    def duration(self, prefix: str, input_bytes: float, memory_mb: float,
+                 rng: random.Random | None = None) -> float:
+        model = self.duration_model(prefix)
+        if rng is None:
+            return model.predict(input_bytes, memory_mb)
+        return model.sample(rng, input_bytes, memory_mb)
+
+    def output_bytes(self, prefix: str, input_bytes: float) -> float:
+        return max(0.0, self.output_model(prefix).predict(input_bytes))
+
+    def link(self) -> Link:
+        """Transfers between workers, fitted on past fetches (free with none)."""
+        transfers = self.history.transfers
+        if len(transfers) < 3:
+            return DIRECT
+        model = fit_duration([Sample(s, b, 1.0) for b, s in transfers])
+        bandwidth = 1 / model.per_byte_s if model.per_byte_s > 0 else float("inf")
+        return Link(model.fixed_s + model.cpu_s, bandwidth)
+
+    def overhead_s(self) -> float:
+        """What a run takes beyond its simulation (median of past runs; 0 without)."""
+        overheads = self.history.overheads_s
+        return statistics.median(overheads) if overheads else 0.0
+
+    def _fit_duration(self, prefix: str) -> DurationModel:
+        samples = self.history.samples.get(prefix)
+        if samples:
+            return _best_parallelism(samples)
+        if prefix in self.averages.cpu_s:
+            return DurationModel(0.0, self.averages.cpu_s[prefix][1], 0.0)
+        return DurationModel(DEFAULT_DURATION_S, 0.0, 0.0)
+
+    def _fit_output(self, prefix: str) -> OutputModel:
+        samples = self.history.samples.get(prefix)
+        if samples:
+            return fit_output(samples)
+        if prefix in self.averages.output_bytes:
+            return OutputModel(self.averages.output_bytes[prefix][1], 0.0)
+        return OutputModel(0.0, 1.0)
+
+
+def _best_parallelism(samples: Sequence[Sample]) -> DurationModel:
+    """The duration model with the parallelism that fits best, when the samples span sizes
+    above one vCPU (below, every candidate predicts the same)."""
+    sizes = {s.memory_mb for s in samples}
+    spans = len(sizes) > 1 and any(vcpus(m) > 1.0 for m in sizes)
+    candidates = PARALLELISM_CANDIDATES if spans else (1.0,)
+    fits = [fit_duration(samples, p) for p in candidates]
+    return min(fits, key=lambda m: _squared_error(m, samples))
+
+
+def _squared_error(model: DurationModel, samples: Sequence[Sample]) -> float:
+    return sum((model.predict(s.input_bytes, s.memory_mb) - s.seconds) ** 2 for s in samples)
+

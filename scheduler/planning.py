@@ -1,0 +1,320 @@
+"""The planner: from a partitioned graph and what past runs predict, a size per sub-DAG and
+what the run will take.
+
+Three planners (``daskless.planner``):
+
+- ``wukong``: every sub-DAG at the configured size and no prediction: the engine as it ran
+  before it learnt from history.
+- ``uniform``: the cheapest single size (of the ladder) that holds the target.
+- ``non-uniform``: a size per sub-DAG (``sizing.non_uniform``: cheapest first, critical path
+  upgraded by least extra cost per second saved, the rest downgraded while the target holds).
+
+The target (``daskless.sla``) is the mean makespan (``average``) or a percentile of it
+(``p50`` ... ``p99``), at most an optional bound in seconds; without a bound, the makespan the
+configured size would give: as fast as before, for less. With no history at all every planner
+plans as ``wukong`` does.
+
+Cost: the search judges plans on a coarse model, one node per sub-DAG (its tasks' predicted
+durations summed, transfers between sub-DAGs at the largest output crossing), which is
+microseconds per plan however many tasks there are; the chosen plan is then simulated task by
+task once for the prediction and the critical path. Percentiles sample whole runs (every
+sub-DAG's time drawn at once, the tasks' own spread summed, a normal approximation once a
+sub-DAG has many tasks) plus the run overhead seen in past runs, never by adding per-task
+percentiles.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from daskless.scheduler.history import Predictor
+from daskless.scheduler.prediction import DurationModel
+from daskless.scheduler.simulation import (
+    Link,
+    Scenario,
+    SimGraph,
+    billed_gb_s,
+    percentile,
+    simulate,
+)
+from daskless.scheduler.sizing import SIZE_LADDER_MB, Evaluation, non_uniform, uniform
+
+__all__ = [
+    "PLANNERS",
+    "Decision",
+    "Target",
+    "TaskPredictions",
+    "parse_sla",
+    "plan_sizes",
+    "predict_tasks",
+]
+
+PLANNERS = ("wukong", "uniform", "non-uniform")
+#: Whole-run scenarios drawn for a percentile target.
+DRAWS = 200
+#: Sub-DAGs with more tasks than this draw their time from a normal approximation.
+EXACT_DRAW_TASKS = 16
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the plan must hold: the mean makespan (``percentile`` None) or a percentile, at
+    most ``bound_s`` (None: what the configured size would give)."""
+
+    percentile: float | None = None
+    bound_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        return "average" if self.percentile is None else f"p{self.percentile:g}"
+
+
+def parse_sla(text: str, bound_s: float | None = None) -> Target:
+    """``average`` or ``p50`` ... ``p99``; ``ValueError`` for anything else."""
+    text = str(text).strip().lower()
+    if bound_s is not None and not (isinstance(bound_s, (int, float)) and bound_s > 0):
+        raise ValueError(f"a makespan bound is a positive number of seconds, not {bound_s!r}")
+    if text in ("average", "mean"):
+        return Target(None, bound_s)
+    match = re.fullmatch(r"p(\d{2})", text)
+    if match and 50 <= int(match.group(1)) <= 99:
+        return Target(float(match.group(1)), bound_s)
+    raise ValueError(f"an SLA is 'average' or a percentile p50 to p99, not {text!r}")
+
+
+@dataclass(frozen=True)
+class TaskPredictions:
+    """Per task: its prefix, predicted input and output bytes, and duration at any size."""
+
+    prefixes: Sequence[str]
+    input_bytes: Sequence[float]
+    output_bytes: Sequence[float]
+    predictor: Predictor
+
+    def duration(self, task: int, size: float, rng: random.Random | None = None) -> float:
+        return self.predictor.duration(self.prefixes[task], self.input_bytes[task], size, rng)
+
+
+def predict_tasks(deps: Sequence[Sequence[int]], prefixes: Sequence[str],
+                  predictor: Predictor) -> TaskPredictions:
+    """Input and output sizes, producers first (inputs are the predicted outputs of deps)."""
+    n = len(deps)
+    inputs, outputs = [0.0] * n, [0.0] * n
+    for task in _topological(deps):
+        inputs[task] = sum(outputs[d] for d in deps[task])
+        outputs[task] = predictor.output_bytes(prefixes[task], inputs[task])
+    return TaskPredictions(prefixes, inputs, outputs, predictor)
+
+
+def _topological(deps: Sequence[Sequence[int]]) -> list[int]:
+    if all(d < task for task, ds in enumerate(deps) for d in ds):
+        return list(range(len(deps)))  # plans list producers first: the common case
+    dependents: list[list[int]] = [[] for _ in deps]
+    waiting = [len(ds) for ds in deps]
+    for task, ds in enumerate(deps):
+        for d in ds:
+            dependents[d].append(task)
+    order = [t for t, w in enumerate(waiting) if w == 0]
+    for task in order:
+        for succ in dependents[task]:
+            waiting[succ] -= 1
+            if waiting[succ] == 0:
+                order.append(succ)
+    return order
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the planner decided and predicts."""
+
+    planner: str
+    sizes: tuple[int, ...]
+    """Worker memory (MB) per sub-DAG."""
+    predicted_makespan_s: float | None
+    """The target's makespan (mean or percentile), with the run overhead; None: no history."""
+    predicted_p50_s: float | None
+    critical_path: tuple[int, ...]
+    """Tasks of the predicted critical path, first to last."""
+    durations: tuple[float, ...]
+    """Predicted duration of every task at its sub-DAG's size."""
+    cost_gb_s: float | None
+
+
+def plan_sizes(graph: SimGraph, predictions: TaskPredictions, planner: str, target: Target,
+               default_mb: int, ladder: Sequence[int] = SIZE_LADDER_MB,
+               seed: int = 0) -> Decision:
+    """Sizes per sub-DAG and the prediction for them (see the module docstring)."""
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner {planner!r}; expected one of {', '.join(PLANNERS)}")
+    parts = graph.partitions
+    default = (default_mb,) * parts
+    predictor = predictions.predictor
+    if not predictor.informed:
+        return Decision(planner, default, None, None, (), (), None)
+    link = predictor.link()
+    coarse = CoarsePlan(graph, predictions, sorted({*ladder, default_mb}), link, target, seed)
+    coarse.calibrate(default)
+    if planner == "wukong":
+        sizes = default
+    else:
+        bound = (target.bound_s - predictor.overhead_s() if target.bound_s is not None
+                 else coarse(default).makespan_s)
+        choose = uniform if planner == "uniform" else non_uniform
+        sizes = tuple(choose(coarse, bound, coarse.ladder))
+    return _predict(graph, predictions, sizes, coarse, planner, link)
+
+
+def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ...],
+             coarse: CoarsePlan, planner: str, link: Link) -> Decision:
+    """The chosen plan simulated task by task: its mean makespan and critical path; the
+    target's percentile scaled from the coarse model's draws."""
+    at = [sizes[p] for p in graph.partition]
+    durations = tuple(predictions.duration(t, at[t]) for t in range(len(at)))
+    outcome = simulate(graph, Scenario(durations, [0.0] * graph.partitions), sizes, link)
+    overhead = predictions.predictor.overhead_s()
+    mean = outcome.makespan_s
+    coarse_mean = coarse.mean_makespan(sizes)
+    scale = mean / coarse_mean if coarse_mean > 0 else 1.0
+    draws = coarse.sampled(sizes)
+    p50 = percentile(draws, 50) * scale + overhead
+    predicted = mean + overhead
+    if coarse.target.percentile is not None:
+        predicted = percentile(draws, coarse.target.percentile) * scale + overhead
+    return Decision(planner, sizes, predicted, p50, outcome.critical_path, durations,
+                    outcome.cost_gb_s)
+
+
+class CoarsePlan:
+    """An ``sizing.Evaluator`` on one node per sub-DAG (see the module docstring)."""
+
+    def __init__(self, graph: SimGraph, predictions: TaskPredictions, ladder: Sequence[int],
+                 link: Link, target: Target, seed: int) -> None:
+        self.ladder = list(ladder)
+        self.link, self.target, self.seed = link, target, seed
+        self.graph = _coarse_graph(graph)
+        parts = graph.partitions
+        members: list[list[int]] = [[] for _ in range(parts)]
+        for task, part in enumerate(graph.partition):
+            members[part].append(task)
+        self.members = members
+        self.predictions = predictions
+        self._spreads: dict[str, tuple[DurationModel, tuple[float, float]]] = {}
+        # Mean and variance of each sub-DAG's time at each size (tasks' spreads summed).
+        self.mean: dict[int, list[float]] = {}
+        self.var: dict[int, list[float]] = {}
+        for size in self.ladder:
+            self._moments(size)
+        self._cache: dict[tuple[int, ...], Evaluation] = {}
+        self.spread = 1.0
+
+    def calibrate(self, sizes: Sequence[int]) -> None:
+        """Judge plans at the target's percentile from now on: their mean makespan times the
+        ratio of percentile to mean that whole-run draws give at ``sizes`` (drawing for every
+        plan the search looks at would cost a hundred times more)."""
+        if self.target.percentile is None:
+            return
+        mean = self.mean_makespan(sizes)
+        if mean > 0:
+            self.spread = percentile(self.sampled(sizes), self.target.percentile) / mean
+        self._cache.clear()
+
+    @property
+    def partitions(self) -> int:
+        return len(self.members)
+
+    def _moments(self, size: int) -> None:
+        means, variances = [], []
+        predictions = self.predictions
+        for tasks in self.members:
+            mean = var = 0.0
+            for t in tasks:
+                model, (m, v) = self._spread(predictions.prefixes[t])
+                predicted = model.predict(predictions.input_bytes[t], size)
+                mean += predicted * m
+                var += predicted * predicted * v
+            means.append(mean)
+            variances.append(var)
+        self.mean[size], self.var[size] = means, variances
+
+    def _spread(self, prefix: str) -> tuple[DurationModel, tuple[float, float]]:
+        """A prefix's model, and the mean and variance of its relative residuals."""
+        found = self._spreads.get(prefix)
+        if found is None:
+            model = self.predictions.predictor.duration_model(prefix)
+            residuals = model.residuals
+            found = self._spreads[prefix] = (model, (
+                statistics.fmean(residuals),
+                statistics.pvariance(residuals) if len(residuals) > 1 else 0.0))
+        return found
+
+    def _durations(self, sizes: Sequence[int]) -> list[float]:
+        for size in set(sizes) - self.mean.keys():
+            self._moments(size)
+        return [self.mean[s][p] for p, s in enumerate(sizes)]
+
+    def mean_makespan(self, sizes: Sequence[int]) -> float:
+        scenario = Scenario(self._durations(sizes), [0.0] * self.partitions)
+        return simulate(self.graph, scenario, sizes, self.link).makespan_s
+
+    def __call__(self, sizes: Sequence[int]) -> Evaluation:
+        key = tuple(sizes)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        scenario = Scenario(self._durations(sizes), [0.0] * self.partitions)
+        outcome = simulate(self.graph, scenario, sizes, self.link)
+        judged = Evaluation(outcome.makespan_s * self.spread, outcome.cost_gb_s,
+                            frozenset(outcome.critical_path))
+        self._cache[key] = judged
+        return judged
+
+    def work_cost(self, partition: int, size: int) -> float:
+        return billed_gb_s(self.busy_s(partition, size), size)
+
+    def busy_s(self, partition: int, size: int) -> float:
+        if size not in self.mean:
+            self._moments(size)
+        return self.mean[size][partition]
+
+    def sampled(self, sizes: Sequence[int]) -> list[float]:
+        """Makespans of ``DRAWS`` whole-run scenarios at ``sizes`` (same seed for every plan,
+        so that plans are compared on the same luck), sorted."""
+        self._durations(sizes)
+        rng = random.Random(self.seed)
+        makespans = []
+        for _ in range(DRAWS):
+            durations = [self._draw(rng, p, s) for p, s in enumerate(sizes)]
+            scenario = Scenario(durations, [0.0] * self.partitions)
+            makespans.append(simulate(self.graph, scenario, sizes, self.link).makespan_s)
+        return sorted(makespans)
+
+    def _draw(self, rng: random.Random, part: int, size: int) -> float:
+        tasks = self.members[part]
+        if len(tasks) <= EXACT_DRAW_TASKS:
+            return sum(self.predictions.duration(t, size, rng) for t in tasks)
+        return max(0.0, rng.gauss(self.mean[size][part], math.sqrt(self.var[size][part])))
+
+
+def _coarse_graph(graph: SimGraph) -> SimGraph:
+    """One node per sub-DAG; an edge where any task edge crosses; a sub-DAG's output is the
+    most it sends any one other sub-DAG."""
+    parts = graph.partitions
+    deps: list[set[int]] = [set() for _ in range(parts)]
+    sent: dict[tuple[int, int], float] = {}
+    for task, inputs in enumerate(graph.deps):
+        consumer = graph.partition[task]
+        for d in inputs:
+            producer = graph.partition[d]
+            if producer != consumer:
+                deps[consumer].add(producer)
+                sent[producer, consumer] = sent.get((producer, consumer), 0.0) \
+                    + graph.output_bytes[d]
+    out = [0.0] * parts
+    for (producer, _), size in sent.items():
+        out[producer] = max(out[producer], size)
+    return SimGraph([sorted(d) for d in deps], list(range(parts)), out)

@@ -1,0 +1,122 @@
+"""Give a worker process the CPU share of its size, as Lambda does (1,769 MB is one vCPU).
+
+A platform that starts workers of several sizes (the gateway, the Lambda emulator) must make
+a size mean something on one machine, or a plan's effect could not be measured there. Linux
+control groups do it: a group per size whose CPU bandwidth is capped at the size's vCPUs
+(``quota = vcpus * period``), each worker process moved into its size's group right after it
+starts. Two layouts exist:
+
+- cgroup v1, the ``cpu`` controller mounted at ``/sys/fs/cgroup/cpu``: ``cpu.cfs_period_us``,
+  ``cpu.cfs_quota_us`` and ``cgroup.procs``;
+- cgroup v2, a unified hierarchy at ``/sys/fs/cgroup`` with the ``cpu`` controller enabled:
+  ``cpu.max`` (``"quota period"``) and ``cgroup.procs``.
+
+Creating groups needs the right to write there (root, or a delegated subtree). Where neither
+layout is writable, :func:`cpu_limiter` returns a :class:`NoLimits` that says so (``kind`` is
+``"none"``), and sizes are then only billed, not enforced. Memory is not capped: a worker that
+outgrew its size would be killed, where the point here is to measure speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+from daskless.scheduler.prediction import vcpus
+
+__all__ = ["CPU_PERIOD_US", "CgroupLimiter", "CpuLimiter", "NoLimits", "cpu_limiter"]
+
+#: The bandwidth period: 100 ms, the kernel's default.
+CPU_PERIOD_US = 100_000
+V1_ROOT = Path("/sys/fs/cgroup/cpu")
+V2_ROOT = Path("/sys/fs/cgroup")
+
+
+class CpuLimiter(Protocol):
+    """Puts processes under the CPU share of a worker size."""
+
+    kind: str
+
+    def limit(self, pid: int, memory_mb: int) -> None:
+        """Cap process ``pid`` at the vCPUs of ``memory_mb``."""
+        ...
+
+    def close(self) -> None:
+        """Remove what was created (once its processes have exited)."""
+        ...
+
+
+class NoLimits:
+    """No writable cgroup hierarchy: sizes are billed, not enforced."""
+
+    kind = "none"
+
+    def limit(self, pid: int, memory_mb: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CgroupLimiter:
+    """A group per size under ``base`` (see the module docstring)."""
+
+    def __init__(self, base: Path, v2: bool) -> None:
+        self.base = base
+        self.v2 = v2
+        self.kind = "cgroup-v2" if v2 else "cgroup-v1"
+        self._groups: dict[int, Path] = {}
+
+    def limit(self, pid: int, memory_mb: int) -> None:
+        group = self._groups.get(memory_mb)
+        if group is None:
+            group = self._groups[memory_mb] = self._make(memory_mb)
+        (group / "cgroup.procs").write_text(str(pid))
+
+    def _make(self, memory_mb: int) -> Path:
+        group = self.base / f"{memory_mb}mb"
+        group.mkdir(parents=True, exist_ok=True)
+        quota = max(1000, round(vcpus(memory_mb) * CPU_PERIOD_US))
+        if self.v2:
+            (group / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+        else:
+            (group / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            (group / "cpu.cfs_quota_us").write_text(str(quota))
+        return group
+
+    def close(self) -> None:
+        # A group can only be removed once empty; one still in use is left to the system.
+        for group in [*self._groups.values(), self.base]:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        self._groups.clear()
+
+
+def cpu_limiter(name: str) -> CpuLimiter:
+    """A limiter whose groups live under a folder ``name`` (say, per gateway process), or
+    :class:`NoLimits` where no hierarchy is writable."""
+    candidates = []
+    if (V2_ROOT / "cgroup.controllers").exists():
+        controllers = (V2_ROOT / "cgroup.controllers").read_text().split()
+        if "cpu" in controllers:
+            candidates.append((V2_ROOT / name, True))
+    if (V1_ROOT / "cpu.cfs_quota_us").exists():
+        candidates.append((V1_ROOT / name, False))
+    for base, v2 in candidates:
+        try:
+            base.mkdir(exist_ok=True)
+            if v2:
+                # Children of a v2 group get the cpu controller only if it is delegated.
+                (base / "cgroup.subtree_control").write_text("+cpu")
+            return CgroupLimiter(base, v2)
+        except OSError:
+            with contextlib.suppress(OSError):
+                base.rmdir()
+    return NoLimits()
+
+
+def own_name(prefix: str) -> str:
+    """A folder name unique to this process."""
+    return f"{prefix}-{os.getpid()}"
