@@ -37,6 +37,7 @@ from daskless.plan import Plan
 from daskless.report.data import RunMetrics, load_run
 from daskless.scheduler.history import Averages, History, Observation, Predictor, structure_key
 from daskless.scheduler.planning import Decision, plan_sizes, predict_tasks
+from daskless.scheduler.prediction import vcpus
 from daskless.scheduler.simulation import Link, Scenario, SimGraph, simulate
 from daskless.worker_runtime.store.base import Store
 
@@ -46,6 +47,9 @@ AVERAGES = "averages"
 INCOMPLETE_AFTER_S = 60.0
 #: Seconds a history is kept when metrics (and their retention setting) are off.
 DEFAULT_RETENTION_S = 7 * 86400.0
+#: Structures whose fitted predictor this process keeps, for plans with nothing new to learn.
+MAX_CACHED = 32
+_learnt: dict[tuple[str, str], tuple[tuple[bytes | None, bytes | None], Predictor]] = {}
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ def plan_run(store: Store, plan: Plan, kind: str, sizes: tuple[int, ...] | None,
     ladder = sizes or (default_mb,)
     decision = plan_sizes(graph, predictions, settings.planner, settings.target, default_mb,
                           ladder)
-    sized = len(ladder) > 1 and predictor.informed
-    sized_plan = with_sizes(plan, decision.sizes) if sized else plan
+    # On a platform of several sizes every sub-DAG asks for its size, the default one too,
+    # so that runs with and without history are measured alike.
+    sized_plan = with_sizes(plan, decision.sizes) if sizes else plan
     return Planned(sized_plan, structure, decision, time.perf_counter() - started,
                    len(predictor.history.runs))
 
@@ -108,8 +113,12 @@ def note_run(store: Store, structure: str, run_id: str, retention_s: float) -> N
 def learn(store: Store, structure: str) -> Predictor:
     """The structure's history with every complete noted run folded in (saved back)."""
     blob, noted = store.history(structure)
-    history = History.from_json(blob) if blob else History()
     averages_blob, _ = store.history(AVERAGES)
+    cache_key = (store.url, structure)
+    cached = _learnt.get(cache_key)
+    if cached is not None and not noted and cached[0] == (blob, averages_blob):
+        return cached[1]  # nothing new: the models fitted last time still hold
+    history = History.from_json(blob) if blob else History()
     averages = Averages.from_json(averages_blob) if averages_blob else Averages()
     folded = []
     for run_id in noted:
@@ -118,8 +127,9 @@ def learn(store: Store, structure: str) -> Predictor:
             continue  # its last metrics are on their way: the next plan folds it
         if run.tasks and run.status == "ok":
             observed = observations(run)
-            history.add_run(run_id, observed, transfers(run),
-                            run.makespan_s, overhead_s(run, Predictor(history).link()))
+            engine = engine_cpu_s(run)
+            history.add_run(run_id, observed, transfers(run), run.makespan_s,
+                            overhead_s(run, Predictor(history).link(), engine), engine)
             averages.add(observed)
         folded.append(run_id)
     if folded:
@@ -127,7 +137,12 @@ def learn(store: Store, structure: str) -> Predictor:
         retention = settings.retention_s if settings is not None else DEFAULT_RETENTION_S
         store.save_history(structure, history.to_json().encode(), folded, retention)
         store.save_history(AVERAGES, averages.to_json().encode(), (), retention)
-    return Predictor(history, averages)
+        blob, averages_blob = history.to_json().encode(), averages.to_json().encode()
+    predictor = Predictor(history, averages)
+    if len(_learnt) >= MAX_CACHED:
+        _learnt.pop(next(iter(_learnt)))
+    _learnt[cache_key] = ((blob, averages_blob), predictor)
+    return predictor
 
 
 def observations(run: RunMetrics) -> list[Observation]:
@@ -152,9 +167,26 @@ def transfers(run: RunMetrics) -> list[tuple[float, float]]:
     return [(float(n), float(s)) for t in run.tasks for n, s in t.downloads.values()]
 
 
-def overhead_s(run: RunMetrics, link: Link) -> float | None:
-    """The run's makespan minus its simulation with the tasks' measured times: what the
-    simulation does not model (submission, starts, events, result fetching)."""
+def engine_cpu_s(run: RunMetrics) -> float | None:
+    """The workers' own time per task, in CPU seconds at one vCPU: each invocation's span
+    minus its tasks' time, over all invocations (see ``history``)."""
+    task_s: dict[str, float] = {}
+    for t in run.tasks:
+        if t.inv is not None:
+            task_s[t.inv] = task_s.get(t.inv, 0.0) + t.duration
+    spare = count = 0.0
+    for inv, m in run.invocations.items():
+        if m.end is None or not m.memory_mb:
+            continue
+        spare += max(0.0, m.end - m.start - task_s.get(inv, 0.0)) * min(vcpus(m.memory_mb), 1.0)
+        count += m.tasks
+    return spare / count if count else None
+
+
+def overhead_s(run: RunMetrics, link: Link, engine_cpu: float | None) -> float | None:
+    """The run's makespan minus its simulation with the tasks' measured times (and the
+    workers' own time per task): what the simulation does not model (submission, starts,
+    events, result fetching)."""
     if run.makespan_s is None or any(t.start is None for t in run.tasks):
         return None
     memory = {inv: m.memory_mb for inv, m in run.invocations.items()}
@@ -166,7 +198,9 @@ def overhead_s(run: RunMetrics, link: Link) -> float | None:
             sizes[t.partition] = size
     graph = SimGraph([t.deps for t in run.tasks], [t.partition for t in run.tasks],
                      [float(t.nbytes or t.output_bytes or 0) for t in run.tasks])
-    scenario = Scenario([t.duration for t in run.tasks], [0.0] * parts)
+    engine = engine_cpu or 0.0
+    busy = [t.duration + engine / min(vcpus(sizes[t.partition]), 1.0) for t in run.tasks]
+    scenario = Scenario(busy, [0.0] * parts)
     return run.makespan_s - simulate(graph, scenario, sizes, link).makespan_s
 
 
@@ -177,5 +211,6 @@ def record(planned: Planned) -> dict[str, Any]:
         "planner": d.planner, "structure": planned.structure, "sizes": list(d.sizes),
         "predicted_p50_s": d.predicted_p50_s, "critical_path": list(d.critical_path),
         "durations": [round(x, 6) for x in d.durations], "cost_gb_s": d.cost_gb_s,
+        "outputs": [round(x) for x in d.output_bytes],
         "seconds": planned.seconds, "learnt_runs": planned.learnt_runs,
     }

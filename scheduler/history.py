@@ -15,9 +15,12 @@ there is:
 3. else ``prediction.DEFAULT_DURATION_S`` and outputs as big as their inputs.
 
 It also learns how outputs move between workers (a :class:`~simulation.Link` fitted on the
-fetches: latency plus bytes over bandwidth) and what the simulation leaves out (the run's
-overhead: the measured makespan minus the makespan simulated with the tasks' *measured*
-durations, i.e. client submission, invocation and result fetching, whatever the backend adds).
+fetches: latency plus bytes over bandwidth), the worker's own time per task (``engine_cpu_s``:
+an invocation's span minus its tasks' time, per task, in CPU seconds at one vCPU: reading,
+deserialising, serialising and delivering values runs under the worker's CPU share as its
+tasks do, so it scales with the size like CPU work) and what the simulation still leaves out
+(the run's overhead: the measured makespan minus the makespan simulated with the tasks'
+*measured* durations, i.e. client submission, invocation and result fetching).
 
 Everything here is pure and serialisable to JSON (``to_json`` / ``from_json``): the client
 reads and writes it in the store, next to the metrics it came from.
@@ -36,6 +39,7 @@ from typing import Any
 
 from daskless.scheduler.prediction import (
     DEFAULT_DURATION_S,
+    VCPU_MB,
     DurationModel,
     OutputModel,
     Sample,
@@ -105,10 +109,11 @@ class History:
     overheads_s: list[float] = field(default_factory=list)
     makespans_s: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    engine_cpu_s: list[float] = field(default_factory=list)
 
     def add_run(self, run_id: str, observations: Sequence[Observation],
                 transfers: Sequence[tuple[float, float]], makespan_s: float | None,
-                overhead_s: float | None) -> None:
+                overhead_s: float | None, engine_cpu_s: float | None = None) -> None:
         """Fold one run in (once: a run already folded is ignored)."""
         if run_id in self.runs:
             return
@@ -122,13 +127,15 @@ class History:
             self.makespans_s = [*self.makespans_s, makespan_s][-MAX_RUNS:]
         if overhead_s is not None:
             self.overheads_s = [*self.overheads_s, overhead_s][-MAX_RUNS:]
+        if engine_cpu_s is not None:
+            self.engine_cpu_s = [*self.engine_cpu_s, engine_cpu_s][-MAX_RUNS:]
 
     def to_json(self) -> str:
         return json.dumps({
             "samples": {p: [[s.seconds, s.input_bytes, s.memory_mb, s.output_bytes] for s in ss]
                         for p, ss in self.samples.items()},
             "transfers": self.transfers, "overheads": self.overheads_s,
-            "makespans": self.makespans_s, "runs": self.runs,
+            "makespans": self.makespans_s, "runs": self.runs, "engine": self.engine_cpu_s,
         }, separators=(",", ":"))
 
     @classmethod
@@ -138,7 +145,7 @@ class History:
             {p: [Sample(*row) for row in rows] for p, rows in body["samples"].items()},
             [(float(b), float(s)) for b, s in body["transfers"]],
             [float(x) for x in body["overheads"]], [float(x) for x in body["makespans"]],
-            [str(r) for r in body["runs"]],
+            [str(r) for r in body["runs"]], [float(x) for x in body.get("engine", [])],
         )
 
 
@@ -214,9 +221,17 @@ class Predictor:
         transfers = self.history.transfers
         if len(transfers) < 3:
             return DIRECT
-        model = fit_duration([Sample(s, b, 1.0) for b, s in transfers])
+        # At one vCPU the duration model is latency (``cpu_s``) plus seconds per byte.
+        model = fit_duration([Sample(s, b, VCPU_MB) for b, s in transfers])
         bandwidth = 1 / model.per_byte_s if model.per_byte_s > 0 else float("inf")
         return Link(model.fixed_s + model.cpu_s, bandwidth)
+
+    def engine_s(self, memory_mb: float) -> float:
+        """The worker's own time per task at ``memory_mb`` (median of past runs; 0 without)."""
+        engine = self.history.engine_cpu_s
+        if not engine:
+            return 0.0
+        return statistics.median(engine) / min(vcpus(memory_mb), 1.0)
 
     def overhead_s(self) -> float:
         """What a run takes beyond its simulation (median of past runs; 0 without)."""

@@ -9,10 +9,16 @@ Three planners (``daskless.planner``):
 - ``non-uniform``: a size per sub-DAG (``sizing.non_uniform``: cheapest first, critical path
   upgraded by least extra cost per second saved, the rest downgraded while the target holds).
 
+Three more are yardsticks for comparisons (``python -m benchmarks planner``): ``seed-uniform``
+(every sub-DAG at 2,048 MB, the seed system's Uniform planner), ``seed-non-uniform`` (its
+NonUniform rule, ``sizing.seed_non_uniform``) and ``oracle`` (exhaustive search in the
+simulator, ``sizing.oracle``; plans of more than ``ORACLE_LIMIT`` assignments get
+``non-uniform`` instead).
+
 The target (``daskless.sla``) is the mean makespan (``average``) or a percentile of it
 (``p50`` ... ``p99``), at most an optional bound in seconds; without a bound, the makespan the
-configured size would give: as fast as before, for less. With no history at all every planner
-plans as ``wukong`` does.
+configured size would give: as fast as before, for less. Until every task prefix of the graph
+has been seen in some run, every planner plans as ``wukong`` does and predicts nothing.
 
 Cost: the search judges plans on a coarse model, one node per sub-DAG (its tasks' predicted
 durations summed, transfers between sub-DAGs at the largest output crossing), which is
@@ -42,7 +48,15 @@ from daskless.scheduler.simulation import (
     percentile,
     simulate,
 )
-from daskless.scheduler.sizing import SIZE_LADDER_MB, Evaluation, non_uniform, uniform
+from daskless.scheduler.sizing import (
+    ORACLE_LIMIT,
+    SIZE_LADDER_MB,
+    Evaluation,
+    non_uniform,
+    oracle,
+    seed_non_uniform,
+    uniform,
+)
 
 __all__ = [
     "PLANNERS",
@@ -54,7 +68,9 @@ __all__ = [
     "predict_tasks",
 ]
 
-PLANNERS = ("wukong", "uniform", "non-uniform")
+PLANNERS = ("wukong", "uniform", "non-uniform", "seed-uniform", "seed-non-uniform", "oracle")
+#: The seed system's one size.
+SEED_UNIFORM_MB = 2048
 #: Whole-run scenarios drawn for a percentile target.
 DRAWS = 200
 #: Sub-DAGs with more tasks than this draw their time from a normal approximation.
@@ -97,7 +113,12 @@ class TaskPredictions:
     predictor: Predictor
 
     def duration(self, task: int, size: float, rng: random.Random | None = None) -> float:
+        """The task's own time (what a task's metrics measure)."""
         return self.predictor.duration(self.prefixes[task], self.input_bytes[task], size, rng)
+
+    def busy(self, task: int, size: float, rng: random.Random | None = None) -> float:
+        """The worker's time for the task: its own time and the worker's per-task work."""
+        return self.duration(task, size, rng) + self.predictor.engine_s(size)
 
 
 def predict_tasks(deps: Sequence[Sequence[int]], prefixes: Sequence[str],
@@ -143,6 +164,8 @@ class Decision:
     durations: tuple[float, ...]
     """Predicted duration of every task at its sub-DAG's size."""
     cost_gb_s: float | None
+    output_bytes: tuple[float, ...] = ()
+    """Predicted output size of every task."""
 
 
 def plan_sizes(graph: SimGraph, predictions: TaskPredictions, planner: str, target: Target,
@@ -154,19 +177,32 @@ def plan_sizes(graph: SimGraph, predictions: TaskPredictions, planner: str, targ
     parts = graph.partitions
     default = (default_mb,) * parts
     predictor = predictions.predictor
-    if not predictor.informed:
+    if not all(predictor.knows(p) for p in set(predictions.prefixes)):
+        # A prefix never seen would be guessed (dask's 0.5 s): plan as without history.
         return Decision(planner, default, None, None, (), (), None)
     link = predictor.link()
     coarse = CoarsePlan(graph, predictions, sorted({*ladder, default_mb}), link, target, seed)
     coarse.calibrate(default)
-    if planner == "wukong":
-        sizes = default
-    else:
-        bound = (target.bound_s - predictor.overhead_s() if target.bound_s is not None
-                 else coarse(default).makespan_s)
-        choose = uniform if planner == "uniform" else non_uniform
-        sizes = tuple(choose(coarse, bound, coarse.ladder))
+    bound = (target.bound_s - predictor.overhead_s() if target.bound_s is not None
+             else coarse(default).makespan_s)
+    sizes = _choose(planner, coarse, bound, default)
     return _predict(graph, predictions, sizes, coarse, planner, link)
+
+
+def _choose(planner: str, coarse: CoarsePlan, bound: float,
+            default: tuple[int, ...]) -> tuple[int, ...]:
+    ladder = coarse.ladder
+    if planner == "wukong":
+        return default
+    if planner == "seed-uniform":
+        return (SEED_UNIFORM_MB,) * coarse.partitions
+    if planner == "seed-non-uniform":
+        return seed_non_uniform(coarse, ladder)
+    if planner == "uniform":
+        return uniform(coarse, bound, ladder)
+    if planner == "oracle" and len(ladder) ** coarse.partitions <= ORACLE_LIMIT:
+        return oracle(coarse, bound, ladder)
+    return non_uniform(coarse, bound, ladder)
 
 
 def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ...],
@@ -175,7 +211,9 @@ def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ..
     target's percentile scaled from the coarse model's draws."""
     at = [sizes[p] for p in graph.partition]
     durations = tuple(predictions.duration(t, at[t]) for t in range(len(at)))
-    outcome = simulate(graph, Scenario(durations, [0.0] * graph.partitions), sizes, link)
+    engine = {size: predictions.predictor.engine_s(size) for size in set(sizes)}
+    busy = [d + engine[at[t]] for t, d in enumerate(durations)]
+    outcome = simulate(graph, Scenario(busy, [0.0] * graph.partitions), sizes, link)
     overhead = predictions.predictor.overhead_s()
     mean = outcome.makespan_s
     coarse_mean = coarse.mean_makespan(sizes)
@@ -186,7 +224,7 @@ def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ..
     if coarse.target.percentile is not None:
         predicted = percentile(draws, coarse.target.percentile) * scale + overhead
     return Decision(planner, sizes, predicted, p50, outcome.critical_path, durations,
-                    outcome.cost_gb_s)
+                    outcome.cost_gb_s, tuple(predictions.output_bytes))
 
 
 class CoarsePlan:
@@ -230,8 +268,9 @@ class CoarsePlan:
     def _moments(self, size: int) -> None:
         means, variances = [], []
         predictions = self.predictions
+        engine = predictions.predictor.engine_s(size)
         for tasks in self.members:
-            mean = var = 0.0
+            mean, var = engine * len(tasks), 0.0
             for t in tasks:
                 model, (m, v) = self._spread(predictions.prefixes[t])
                 predicted = model.predict(predictions.input_bytes[t], size)
@@ -296,7 +335,7 @@ class CoarsePlan:
     def _draw(self, rng: random.Random, part: int, size: int) -> float:
         tasks = self.members[part]
         if len(tasks) <= EXACT_DRAW_TASKS:
-            return sum(self.predictions.duration(t, size, rng) for t in tasks)
+            return sum(self.predictions.busy(t, size, rng) for t in tasks)
         return max(0.0, rng.gauss(self.mean[size][part], math.sqrt(self.var[size][part])))
 
 

@@ -18,6 +18,9 @@ else, so they are pure and can be compared on equal terms:
   and, as greedy steps can end in a local optimum, it never returns a plan worse than
   :func:`uniform`'s.
 
+- :func:`seed_non_uniform`: the seed system's rule, kept as a baseline: every sub-DAG at its
+  fastest size, then sub-DAGs off the critical path downgraded only while the critical path
+  stays exactly the same.
 - :func:`oracle`: exhaustive search over every assignment of a size ladder (small plans only),
   the yardstick the other two are measured against.
 
@@ -51,6 +54,7 @@ __all__ = [
     "SimulatedPlan",
     "non_uniform",
     "oracle",
+    "seed_non_uniform",
     "uniform",
 ]
 
@@ -170,6 +174,27 @@ def _downgrade(evaluate: Evaluator, sizes: list[int], bound_s: float,
             if judged.makespan_s <= limit and judged.cost_gb_s < current.cost_gb_s:
                 sizes, current, changed = trial, judged, True
     return sizes
+
+
+def seed_non_uniform(evaluate: Evaluator, ladder: Sequence[int]) -> tuple[int, ...]:
+    """The seed system's non-uniform plan (see the module docstring)."""
+    ordered = sorted(ladder)
+    sizes = [_fastest(evaluate, p, ordered) for p in range(evaluate.partitions)]
+    critical = evaluate(sizes).critical
+    for part in range(evaluate.partitions):
+        if part in critical:
+            continue
+        for smaller in reversed([m for m in ordered if m < sizes[part]]):
+            trial = [*sizes[:part], smaller, *sizes[part + 1:]]
+            if evaluate(trial).critical != critical:
+                break
+            sizes = trial
+    return tuple(sizes)
+
+
+def _fastest(evaluate: Evaluator, partition: int, ladder: list[int]) -> int:
+    """The size at which the sub-DAG's own work is done soonest (the smaller one on a tie)."""
+    return min(ladder, key=lambda size: (evaluate.busy_s(partition, size), size))
 
 
 def oracle(evaluate: Evaluator, bound_s: float, ladder: Sequence[int]) -> tuple[int, ...]:

@@ -2,9 +2,9 @@
 
 A platform that starts workers of several sizes (the gateway, the Lambda emulator) must make
 a size mean something on one machine, or a plan's effect could not be measured there. Linux
-control groups do it: a group per size whose CPU bandwidth is capped at the size's vCPUs
-(``quota = vcpus * period``), each worker process moved into its size's group right after it
-starts. Two layouts exist:
+control groups do it: a group per worker process whose CPU bandwidth is capped at its size's
+vCPUs (``quota = vcpus * period``; one group per process, as a quota is shared by everything
+in its group and every Lambda instance has its own share). Two layouts exist:
 
 - cgroup v1, the ``cpu`` controller mounted at ``/sys/fs/cgroup/cpu``: ``cpu.cfs_period_us``,
   ``cpu.cfs_quota_us`` and ``cgroup.procs``;
@@ -43,6 +43,10 @@ class CpuLimiter(Protocol):
         """Cap process ``pid`` at the vCPUs of ``memory_mb``."""
         ...
 
+    def release(self, pid: int) -> None:
+        """Forget process ``pid`` (once it has exited)."""
+        ...
+
     def close(self) -> None:
         """Remove what was created (once its processes have exited)."""
         ...
@@ -56,12 +60,15 @@ class NoLimits:
     def limit(self, pid: int, memory_mb: int) -> None:
         pass
 
+    def release(self, pid: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 class CgroupLimiter:
-    """A group per size under ``base`` (see the module docstring)."""
+    """A group per process under ``base`` (see the module docstring)."""
 
     def __init__(self, base: Path, v2: bool) -> None:
         self.base = base
@@ -70,13 +77,17 @@ class CgroupLimiter:
         self._groups: dict[int, Path] = {}
 
     def limit(self, pid: int, memory_mb: int) -> None:
-        group = self._groups.get(memory_mb)
-        if group is None:
-            group = self._groups[memory_mb] = self._make(memory_mb)
+        group = self._groups[pid] = self._make(pid, memory_mb)
         (group / "cgroup.procs").write_text(str(pid))
 
-    def _make(self, memory_mb: int) -> Path:
-        group = self.base / f"{memory_mb}mb"
+    def release(self, pid: int) -> None:
+        group = self._groups.pop(pid, None)
+        if group is not None:
+            with contextlib.suppress(OSError):  # still busy: close() tries again
+                group.rmdir()
+
+    def _make(self, pid: int, memory_mb: int) -> Path:
+        group = self.base / f"{pid}-{memory_mb}mb"
         group.mkdir(parents=True, exist_ok=True)
         quota = max(1000, round(vcpus(memory_mb) * CPU_PERIOD_US))
         if self.v2:

@@ -23,9 +23,11 @@ HTTP path runs on one machine exactly as on Knative or Cloud Run:
 - **Sizes.** An invocation may ask for a worker size (``Invocation.memory_mb``, set when the
   planner sized the run's sub-DAGs). Instances are started at a size and serve only
   invocations of that size; each is put under its size's CPU share (``cpu_limits``: a cgroup
-  per size, 1,769 MB being one vCPU), so a plan's effect shows on one machine. Invocations that
+  per instance, 1,769 MB being one vCPU) once it has started, so a plan's effect shows on one
+  machine (start-up runs at full speed, as a Lambda function's init does). Invocations that
   ask for none share the gateway's default instances. When ``max_instances`` are running and
-  none of the wanted size is free, an idle instance of another size is retired to make room.
+  there is no instance of the wanted size at all, an idle one of another size is retired to
+  make room.
 - **Lost instances.** When an instance dies mid-invocation (the forwarded request breaks, or its
   output pipe closes), the gateway writes a ``lost`` event naming the instance's worker id to the
   run's event stream (the client raises :class:`WorkerLostError` if that worker had started
@@ -255,8 +257,14 @@ class Gateway:
                 self._waiters[size] -= 1
 
     def _room_for(self, size: int) -> bool:
+        """Whether one more instance of ``size`` may start: below ``max_instances``, or by
+        retiring an idle one of another size, but only for a size that has none at all (one
+        that has some waits for them, rather than trade warm instances for cold starts)."""
         total = len(self.instances) + sum(self._starting.values())
-        return total < self.settings.max_instances or self._evict_idle(size)
+        if total < self.settings.max_instances:
+            return True
+        has_own = self._starting[size] or any(i.memory_mb == size for i in self.instances)
+        return not has_own and self._evict_idle(size)
 
     async def _start_into_pool(self, size: int) -> None:
         assert self._changed is not None
@@ -382,8 +390,6 @@ class Gateway:
             )
         finally:
             slot.started()
-        if size:
-            self._limit(proc.pid, size)
         assert proc.stdin is not None and proc.stdout is not None
         try:
             proc.stdin.write(config.to_json().encode() + b"\n")
@@ -399,6 +405,10 @@ class Gateway:
             await _stop(proc)
             slot.close()
             raise InvocationError(f"a worker instance failed to start: {text or 'no output'}")
+        if size:
+            # Capped once started: as Lambda runs a function's init at full speed, a small
+            # size slows the work, not the interpreter's start-up.
+            self._limit(proc.pid, size)
         instance = Instance(proc, int(text.split()[-1]), slot, size)
         self._background(self._watch(instance))
         return instance
@@ -421,6 +431,8 @@ class Gateway:
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
         await instance.proc.wait()
+        if self._limiter is not None:
+            self._limiter.release(instance.proc.pid)
         if instance.alive:  # died while idle: forget it, the next invocation starts another
             self._drop(instance)
 

@@ -226,6 +226,7 @@ class Function:
                 self._idle.append(instance)
             else:
                 self._all.discard(instance)
+                self._limiter.release(instance.proc.pid)
                 self.stats.crashed += 1
         finally:
             self._in_flight -= 1

@@ -117,6 +117,8 @@ class RunMetrics:
     lost_workers: list[str] = field(default_factory=list)
     expected_invocations: int = 0
     predicted_makespan_s: float | None = None
+    planning: dict[str, Any] | None = None
+    """What the planner decided and predicted (``daskless.planner.record``), if it planned."""
     errors: list[TaskError] = field(default_factory=list)
     recoveries: list[str] = field(default_factory=list)
     records: int = 0
@@ -158,6 +160,7 @@ class RunMetrics:
         self.recoveries = [str(r) for r in body.get("recoveries", [])]
         predicted = body.get("predicted_makespan_s")
         self.predicted_makespan_s = float(predicted) if predicted is not None else None
+        self.planning = body.get("planning")
 
     def _on_inv(self, inv: str, worker: str, partition: int, entries: int, t: float,
                 cold: bool, startup_s: float | None, spec_s: float, inline: bool,
