@@ -1,4 +1,5 @@
-"""``python -m benchmarks run [--quick] [--workflows ...] [--schedulers ...]``.
+"""``python -m benchmarks run [--quick] [--workflows ...] [--schedulers ...]``; also
+``python -m benchmarks planner`` (:mod:`benchmarks.planner`).
 
 Compares both local daskless configurations with dask's ``sync``, ``threads`` and ``processes``
 schedulers and distributed's ``LocalCluster`` (threads and processes) on the workflows of
@@ -61,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["planner"]:  # its own options: python -m benchmarks planner --help
+        from benchmarks import planner
+
+        sys.exit(planner.main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.command == "profile":
         from benchmarks.profile import profile

@@ -299,9 +299,13 @@ def test_sam_function_is_the_daskless_lambda_image() -> None:
     assert props["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
     assert "ReservedConcurrency" in template["Parameters"]
     assert props["MemorySize"] and props["Timeout"]
-    # It may invoke itself (fan-out) and is its own on-failure destination (lost instances).
+    # It may invoke itself (fan-out), or the functions of other sizes under a common prefix,
+    # and is its own on-failure destination (lost instances).
     (policy,) = props["Policies"]
-    assert policy["LambdaInvokePolicy"]["FunctionName"] == {"Ref": "FunctionName"}
+    assert policy["LambdaInvokePolicy"]["FunctionName"] == {
+        "Fn::If": ["HasInvokePrefix", {"Ref": "InvokePrefix"}, {"Ref": "FunctionName"}]}
+    sizes = props["Environment"]["Variables"]["DASK_DASKLESS__LAMBDA__FUNCTIONS"]
+    assert sizes == {"Fn::If": ["HasSizes", {"Ref": "SizeFunctions"}, {"Ref": "AWS::NoValue"}]}
     invoke_config = props["EventInvokeConfig"]
     assert invoke_config["MaximumRetryAttempts"] == 0
     destination = invoke_config["DestinationConfig"]["OnFailure"]

@@ -15,6 +15,7 @@ from dask import delayed
 import daskless
 from daskless.exceptions import ConfigurationError
 from daskless.report.data import RunMetrics, load_run
+from daskless.report.html import render
 from daskless.worker_runtime import gateway
 from daskless.worker_runtime.cpu_limits import CPU_PERIOD_US, cpu_limiter
 from daskless.worker_runtime.invokers.aws_lambda import Invocation, LambdaInvoker
@@ -94,6 +95,9 @@ def test_a_rebuilt_graph_is_planned_from_the_history_of_its_earlier_builds(
     assert planning["critical_path"][-1] == root
     busy_times = [planning["durations"][t.id] for t in run.tasks if t.prefix == "busy"]
     assert all(0.01 < d < 0.2 for d in busy_times), busy_times
+    page = render([run])  # the report puts plan and run side by side
+    assert "Plan against run" in page and "Predicted critical path (5 tasks)" in page
+    assert "Observed critical path (5 tasks): busy → add → add → add → add" in page
 
 
 def test_every_task_reports_its_output_size(redis_url: str) -> None:

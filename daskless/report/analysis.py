@@ -167,3 +167,34 @@ def plan_view(run: RunMetrics) -> dict[str, Any]:
             for t in run.tasks
         ],
     }
+
+
+@dataclass
+class PlannedPrefix:
+    """One key prefix: the planner's predicted time for its tasks against the measured one."""
+
+    name: str
+    count: int
+    predicted_s: float
+    measured_s: float
+    mdape: float | None
+    """Median of |predicted - measured| / measured over its tasks, as a fraction."""
+
+
+def planned_by_prefix(run: RunMetrics) -> list[PlannedPrefix]:
+    """Per prefix, planned against measured task times (empty if the run was not planned)."""
+    predicted = (run.planning or {}).get("durations") or []
+    if len(predicted) != len(run.tasks):
+        return []
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for task in run.tasks:
+        if task.start is not None and task.end is not None:
+            groups.setdefault(task.prefix, []).append((predicted[task.id], task.duration))
+    out = []
+    for name, pairs in sorted(groups.items(), key=lambda kv: -sum(m for _, m in kv[1])):
+        errors = sorted(abs(p - m) / m for p, m in pairs if m > 0)
+        out.append(PlannedPrefix(name, len(pairs), sum(p for p, _ in pairs),
+                                 sum(m for _, m in pairs),
+                                 errors[len(errors) // 2] if errors else None))
+    return out
+

@@ -188,6 +188,37 @@ def prefixes_section(run: RunMetrics, sid: str) -> str:
             f"{table(headers, rows, 'prefixes')}</section>")
 
 
+def plan_section(run: RunMetrics, sid: str) -> str:
+    """What the planner predicted next to what happened: the run, each prefix, the critical
+    path (the planner's, simulated, and the one the measured times give)."""
+    planning = run.planning
+    if not planning:
+        return ""
+    names = [t.prefix for t in run.tasks]
+    rows = [
+        ["planner", esc(planning.get("planner")), ""],
+        ["sizes (MB per sub-DAG)", esc(planning.get("sizes")), ""],
+        ["makespan", fmt_s(planning.get("predicted_p50_s")) + " (p50), "
+         + fmt_s(run.predicted_makespan_s) + " (target)", fmt_s(run.makespan_s)],
+        ["GB-seconds", f"{planning.get('cost_gb_s') or 0:.3f}", f"{run.billed_gb_s:.3f}"],
+        ["planning took", fmt_s(planning.get("seconds")),
+         f"learnt from {planning.get('learnt_runs', 0)} run(s)"],
+    ]
+    prefixes = [[p.name, p.count, fmt_s(p.predicted_s), fmt_s(p.measured_s),
+                 "-" if p.mdape is None else f"{100 * p.mdape:.0f} %"]
+                for p in analysis.planned_by_prefix(run)]
+    predicted_path = [names[t] for t in planning.get("critical_path", []) if t < len(names)]
+    observed_path = [names[t] for t in analysis.critical_path(run.tasks)]
+    headers = ["key prefix", "tasks", "planned", "measured", "median error"]
+    return (f'<section id="plan-{sid}"><h2>Plan against run</h2>'
+            f"{table(['', 'planned', 'measured'], rows, 'plan')}"
+            f"{table(headers, prefixes, 'plan-prefixes')}"
+            f"<p>Predicted critical path ({len(predicted_path)} tasks): "
+            f"{esc(' → '.join(predicted_path)) or 'none'}</p>"
+            f"<p>Observed critical path ({len(observed_path)} tasks): "
+            f"{esc(' → '.join(observed_path)) or 'none'}</p></section>")
+
+
 def workers_section(run: RunMetrics, sid: str) -> str:
     rows = [[i.worker, i.partition, i.tasks if i.end is not None else "lost/unflushed",
              "cold" if i.cold else "warm", fmt_s(i.startup_s), fmt_s(i.spec_s),
@@ -237,7 +268,7 @@ def render_run(run: RunMetrics) -> str:
             f"<p class='muted'>{when}: {esc(run.summary())}</p>"
             f"{timings_section(run, sid)}{task_stream_section(run, sid, palette)}"
             f"{dag_section(run, sid, palette)}{transfers_section(run, sid)}"
-            f"{prefixes_section(run, sid)}{workers_section(run, sid)}"
+            f"{prefixes_section(run, sid)}{plan_section(run, sid)}{workers_section(run, sid)}"
             f"{errors_section(run, sid)}"
             f'<script type="application/json" class="run-data">{data}</script></article>')
 
