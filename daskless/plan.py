@@ -13,7 +13,7 @@ outputs that survived from the store as inputs that are already there.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from daskless.graph import Graph
 from daskless.ordering import sequenced_writers
@@ -123,10 +123,13 @@ def recovery_plan(plan: Plan, run_id: str, needed: set[Hashable], stored: set[Ha
     dag = DAG(nodes, external=set(plan.dag.external) | stored)
     parts = partition(dag, max(1, min(parallelism, len(nodes) // 4)), follow_single_input=True)
     wanted = {k for k in plan.dag.nodes if plan.task(plan.ids[k]).wanted}
-    described = _Described(run_id, plan.ids, wanted, plan.options, retries, stored)
+    options = plan.options
+    if options.sizes_mb:  # the planner's sizes were per old sub-DAG: the new ones get one size
+        options = replace(options, sizes_mb=(options.memory_mb,) * len(parts.parts))
+    described = _Described(run_id, plan.ids, wanted, options, retries, stored)
     specs = _specs(dag, parts, described)
     return Plan(dag, plan.ids, plan.keys, parts, specs, _entries(dag, parts, plan.ids, workers),
-                plan.wanted_external, plan.options)
+                plan.wanted_external, options)
 
 
 def _entries(dag: DAG, parts: Partitioning, ids: Mapping[Hashable, int],

@@ -120,18 +120,7 @@ def learn(store: Store, structure: str) -> Predictor:
         return cached[1]  # nothing new: the models fitted last time still hold
     history = History.from_json(blob) if blob else History()
     averages = Averages.from_json(averages_blob) if averages_blob else Averages()
-    folded = []
-    for run_id in noted:
-        run = load_run(store, run_id, settle_s=0.0)
-        if not run.complete and time.time() - run.started < INCOMPLETE_AFTER_S:
-            continue  # its last metrics are on their way: the next plan folds it
-        if run.tasks and run.status == "ok":
-            observed = observations(run)
-            engine = engine_cpu_s(run)
-            history.add_run(run_id, observed, transfers(run), run.makespan_s,
-                            overhead_s(run, Predictor(history).link(), engine), engine)
-            averages.add(observed)
-        folded.append(run_id)
+    folded = [run_id for run_id in noted if _fold(store, run_id, history, averages)]
     if folded:
         settings = metrics_settings()
         retention = settings.retention_s if settings is not None else DEFAULT_RETENTION_S
@@ -143,6 +132,20 @@ def learn(store: Store, structure: str) -> Predictor:
         _learnt.pop(next(iter(_learnt)))
     _learnt[cache_key] = ((blob, averages_blob), predictor)
     return predictor
+
+
+def _fold(store: Store, run_id: str, history: History, averages: Averages) -> bool:
+    """Fold a noted run's metrics in; False if they are still arriving (fold it later)."""
+    run = load_run(store, run_id, settle_s=0.0)
+    if not run.complete and time.time() - run.started < INCOMPLETE_AFTER_S:
+        return False
+    if run.tasks and run.status == "ok":
+        observed = observations(run)
+        engine = engine_cpu_s(run)
+        history.add_run(run_id, observed, transfers(run), run.makespan_s,
+                        overhead_s(run, Predictor(history).link(), engine), engine)
+        averages.add(observed)
+    return True
 
 
 def observations(run: RunMetrics) -> list[Observation]:

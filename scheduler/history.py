@@ -77,9 +77,13 @@ def structure_key(prefixes: Sequence[str], deps: Sequence[Sequence[int]], backen
     for any numbering of the same graph; ``backend`` (the invoker) is part of it, as durations
     and transfers differ between backends.
     """
-    labels = [_digest(p) for p in prefixes]
+    names = {p: int(_digest(p), 16) for p in set(prefixes)}
+    labels = [names[p] for p in prefixes]
     for _ in range(3):
-        labels = [_digest(labels[i] + "|" + ",".join(sorted(labels[d] for d in deps[i])))
+        # ``hash`` of a tuple of ints is the same in every process (only str and bytes hashes
+        # are salted; other Python versions may differ, and then share no history), and
+        # several times cheaper than a digest per task.
+        labels = [hash((labels[i], *sorted([labels[d] for d in deps[i]])))
                   for i in range(len(labels))]
     counts = sorted(Counter(labels).items())
     return _digest(f"{backend}|{len(labels)}|{counts}")

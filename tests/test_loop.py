@@ -110,6 +110,29 @@ def test_it_becomes_one_group_and_invokes_a_worker_for_each_other() -> None:
     assert dispatch.invoke == [(2, (12,)), (3, (13,))]
 
 
+def test_it_becomes_only_a_group_planned_at_its_own_size() -> None:
+    successors = [Successor(10 + p, p, 1, False) for p in (1, 2, 3)]
+    options = RunOptions(sizes_mb=(512, 3538, 512, 1024))
+    sized = SubDAG("run", 0, {0: task(0, 0, successors=successors)}, options)
+    state = InvocationState(sized, "w")
+    state.enter(0, [0])
+    run_all(state)
+    dispatch = state.delivered(state.take_flush(), [])
+    assert dispatch.become == (2, (12,))  # the 512 MB one, like this worker
+    assert dispatch.invoke == [(1, (11,)), (3, (13,))]
+
+
+def test_with_no_group_of_its_size_it_becomes_none() -> None:
+    successors = [Successor(11, 1, 1, False)]
+    options = RunOptions(sizes_mb=(512, 1024))
+    state = InvocationState(SubDAG("run", 0, {0: task(0, 0, successors=successors)}, options),
+                            "w")
+    state.enter(0, [0])
+    run_all(state)
+    dispatch = state.delivered(state.take_flush(), [])
+    assert dispatch.become is None and dispatch.invoke == [(1, (11,))]
+
+
 def test_with_local_work_left_a_flush_invokes_every_group_and_stays() -> None:
     clock = Clock()
     first = task(0, 0, successors=[Successor(10, 1, 1, False)])

@@ -28,8 +28,10 @@ from daskless.scheduler.prediction import vcpus
 
 __all__ = ["CPU_PERIOD_US", "CgroupLimiter", "CpuLimiter", "NoLimits", "cpu_limiter"]
 
-#: The bandwidth period: 100 ms, the kernel's default.
-CPU_PERIOD_US = 100_000
+#: The bandwidth period: 10 ms. The kernel's default, 100 ms, lets a small size run at full
+#: speed for its whole quota and then stop for the rest of the period, so a 10 ms task took
+#: 10 ms or 60 ms depending on where it fell; a short period spreads the share evenly.
+CPU_PERIOD_US = 10_000
 V1_ROOT = Path("/sys/fs/cgroup/cpu")
 V2_ROOT = Path("/sys/fs/cgroup")
 
@@ -89,7 +91,7 @@ class CgroupLimiter:
     def _make(self, pid: int, memory_mb: int) -> Path:
         group = self.base / f"{pid}-{memory_mb}mb"
         group.mkdir(parents=True, exist_ok=True)
-        quota = max(1000, round(vcpus(memory_mb) * CPU_PERIOD_US))
+        quota = max(1000, round(vcpus(memory_mb) * CPU_PERIOD_US))  # the kernel's least: 1 ms
         if self.v2:
             (group / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
         else:
