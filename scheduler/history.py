@@ -217,6 +217,10 @@ class Predictor:
             return model.predict(input_bytes, memory_mb)
         return model.sample(rng, input_bytes, memory_mb)
 
+    def typical(self, prefix: str, input_bytes: float, memory_mb: float) -> float:
+        """A task's most likely duration (the median, where ``duration`` gives the mean)."""
+        return self.duration_model(prefix).typical(input_bytes, memory_mb)
+
     def output_bytes(self, prefix: str, input_bytes: float) -> float:
         return max(0.0, self.output_model(prefix).predict(input_bytes))
 

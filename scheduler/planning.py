@@ -162,7 +162,7 @@ class Decision:
     critical_path: tuple[int, ...]
     """Tasks of the predicted critical path, first to last."""
     durations: tuple[float, ...]
-    """Predicted duration of every task at its sub-DAG's size."""
+    """Predicted (median) duration of every task at its sub-DAG's size."""
     cost_gb_s: float | None
     output_bytes: tuple[float, ...] = ()
     """Predicted output size of every task."""
@@ -210,9 +210,14 @@ def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ..
     """The chosen plan simulated task by task: its mean makespan and critical path; the
     target's percentile scaled from the coarse model's draws."""
     at = [sizes[p] for p in graph.partition]
-    durations = tuple(predictions.duration(t, at[t]) for t in range(len(at)))
-    engine = {size: predictions.predictor.engine_s(size) for size in set(sizes)}
-    busy = [d + engine[at[t]] for t, d in enumerate(durations)]
+    predictor = predictions.predictor
+    means = [predictions.duration(t, at[t]) for t in range(len(at))]
+    engine = {size: predictor.engine_s(size) for size in set(sizes)}
+    busy = [d + engine[at[t]] for t, d in enumerate(means)]
+    # Reported per task: the most likely duration (a task's own median, not the mean a
+    # makespan adds up).
+    durations = tuple(predictor.typical(predictions.prefixes[t], predictions.input_bytes[t],
+                                        at[t]) for t in range(len(at)))
     outcome = simulate(graph, Scenario(busy, [0.0] * graph.partitions), sizes, link)
     overhead = predictions.predictor.overhead_s()
     mean = outcome.makespan_s

@@ -52,6 +52,8 @@ MIN_SAMPLES = 3
 DEFAULT_DURATION_S = 0.5
 #: Residuals kept per model (the most recent ones).
 MAX_RESIDUALS = 256
+#: A sample this many times above the typical one is left out of a refit (see fit_duration).
+OUTLIER_RATIO = 3.0
 
 
 def vcpus(memory_mb: float) -> float:
@@ -87,6 +89,12 @@ class DurationModel:
         cpus = min(vcpus(memory_mb), self.parallelism)
         return self.fixed_s + (self.cpu_s + self.per_byte_s * input_bytes) / cpus
 
+    def typical(self, input_bytes: float, memory_mb: float) -> float:
+        """The median duration: the prediction times the median of the history's ratios
+        (what a single task most likely takes; :meth:`predict` is the mean a sum needs)."""
+        ratios = sorted(self.residuals)
+        return self.predict(input_bytes, memory_mb) * ratios[len(ratios) // 2]
+
     def sample(self, rng: random.Random, input_bytes: float, memory_mb: float) -> float:
         """A duration drawn as the history spread them around the prediction."""
         return self.predict(input_bytes, memory_mb) * rng.choice(self.residuals)
@@ -115,15 +123,30 @@ def fit_duration(samples: Sequence[Sample], parallelism: float = 1.0) -> Duratio
         return _with_residuals(DurationModel(0.0, mean_cpu_s, 0.0, parallelism), samples)
     # With one size only, the fixed term and the CPU term cannot be told apart: the time is
     # taken as CPU work, which is what a bigger worker shortens.
+    model = _fit_terms(samples, cpus, parallelism)
+    # Outliers (a first call that loaded a library, a pause of the whole machine) would pull a
+    # least-squares fit up for every task: fit again without the samples far above the rest.
+    ratios = [s.seconds / p if (p := model.predict(s.input_bytes, s.memory_mb)) > 0 else 1.0
+              for s in samples]
+    typical = statistics.median(ratios)
+    kept = [i for i, r in enumerate(ratios) if r <= OUTLIER_RATIO * typical]
+    if MIN_SAMPLES <= len(kept) < len(samples):
+        model = _fit_terms([samples[i] for i in kept], [cpus[i] for i in kept], parallelism)
+    return _with_residuals(model, samples)
+
+
+def _fit_terms(samples: Sequence[Sample], cpus: Sequence[float],
+               parallelism: float) -> DurationModel:
+    """Least squares over the model's terms (see the module docstring)."""
+    seconds = [s.seconds for s in samples]
     columns = [[1 / c for c in cpus], [s.input_bytes / c for s, c in zip(samples, cpus)]]
     names: tuple[str, ...] = ("cpu_s", "per_byte_s")
     if len(set(cpus)) > 1:
         columns.insert(0, [1.0] * len(samples))
         names = ("fixed_s", "cpu_s", "per_byte_s")
     coefficients = dict(zip(names, _non_negative_fit(columns, seconds)))
-    model = DurationModel(coefficients.get("fixed_s", 0.0), coefficients["cpu_s"],
-                          coefficients["per_byte_s"], parallelism)
-    return _with_residuals(model, samples)
+    return DurationModel(coefficients.get("fixed_s", 0.0), coefficients["cpu_s"],
+                         coefficients["per_byte_s"], parallelism)
 
 
 def fit_output(samples: Sequence[Sample]) -> OutputModel:
