@@ -35,7 +35,8 @@ from daskless.config import PlannerSettings
 from daskless.observe import metrics_settings
 from daskless.plan import Plan
 from daskless.report.data import RunMetrics, load_run
-from daskless.scheduler.history import Averages, History, Observation, Predictor, structure_key
+from daskless.scheduler.history import Averages, History, Observation, Predictor
+from daskless.scheduler.history import structure as shape_of
 from daskless.scheduler.planning import Decision, plan_sizes, predict_tasks
 from daskless.scheduler.prediction import vcpus
 from daskless.scheduler.simulation import Link, Scenario, SimGraph, simulate
@@ -71,9 +72,9 @@ def plan_run(store: Store, plan: Plan, kind: str, sizes: tuple[int, ...] | None,
         decision = Decision("wukong", (default_mb,) * len(plan.specs), None, None, (), (), None)
         return Planned(plan, "", decision, 0.0, 0)
     prefixes, deps, partition = _shape(plan)
-    structure = structure_key(prefixes, deps, kind)
+    structure, nodes = shape_of(prefixes, deps, kind)
     predictor = learn(store, structure)
-    predictions = predict_tasks(deps, prefixes, predictor)
+    predictions = predict_tasks(deps, prefixes, predictor, nodes)
     graph = SimGraph(deps, partition, predictions.output_bytes)
     ladder = sizes or (default_mb,)
     decision = plan_sizes(graph, predictions, settings.planner, settings.target, default_mb,
@@ -152,6 +153,8 @@ def observations(run: RunMetrics) -> list[Observation]:
     """Every task that ran once and well: its prefix, time, input and output sizes, size."""
     memory = {inv: m.memory_mb for inv, m in run.invocations.items()}
     sizes = [t.nbytes if t.nbytes is not None else t.output_bytes for t in run.tasks]
+    # The backend is not part of a node: any name gives the same nodes.
+    _, nodes = shape_of([t.prefix for t in run.tasks], [t.deps for t in run.tasks], "")
     found = []
     for task in run.tasks:
         if task.start is None or task.end is None or task.erred or task.runs != 1:
@@ -161,7 +164,7 @@ def observations(run: RunMetrics) -> list[Observation]:
         if size is None or any(i is None for i in inputs) or not memory.get(task.inv or ""):
             continue
         found.append(Observation(task.prefix, task.duration, float(sum(i or 0 for i in inputs)),
-                                 float(memory[task.inv or ""]), float(size)))
+                                 float(memory[task.inv or ""]), float(size), nodes[task.id]))
     return found
 
 

@@ -62,6 +62,10 @@ __all__ = [
 MAX_SAMPLES = 512
 #: Fetch samples kept, for the link model.
 MAX_TRANSFERS = 512
+#: Observations kept per node of a structure.
+NODE_SAMPLES = 3
+#: A node's own durations are used only when they differ from its prefix's by this factor.
+NODE_NOISE = 1.5
 #: Runs remembered per structure (their ids: a run is folded in once).
 MAX_RUNS = 64
 #: CPUs a task may use, tried when fitting a prefix seen at several sizes above one vCPU.
@@ -77,6 +81,16 @@ def structure_key(prefixes: Sequence[str], deps: Sequence[Sequence[int]], backen
     for any numbering of the same graph; ``backend`` (the invoker) is part of it, as durations
     and transfers differ between backends.
     """
+    return structure(prefixes, deps, backend)[0]
+
+
+def structure(prefixes: Sequence[str], deps: Sequence[Sequence[int]],
+              backend: str) -> tuple[str, list[int]]:
+    """:func:`structure_key` and every task's *node*: its rank among the tasks ordered by
+    final label, then by their order in the plan. A graph rebuilt with new keys is planned in
+    the same order, so a node names the same task in every build, and its own history (what
+    its prefix's model cannot tell apart, such as which half of a tuple a ``getitem`` takes)
+    can follow it."""
     names = {p: int(_digest(p), 16) for p in set(prefixes)}
     labels = [names[p] for p in prefixes]
     for _ in range(3):
@@ -86,7 +100,11 @@ def structure_key(prefixes: Sequence[str], deps: Sequence[Sequence[int]], backen
         labels = [hash((labels[i], *sorted([labels[d] for d in deps[i]])))
                   for i in range(len(labels))]
     counts = sorted(Counter(labels).items())
-    return _digest(f"{backend}|{len(labels)}|{counts}")
+    order = sorted(range(len(labels)), key=lambda i: (labels[i], i))
+    nodes = [0] * len(labels)
+    for rank, task in enumerate(order):
+        nodes[task] = rank
+    return _digest(f"{backend}|{len(labels)}|{counts}"), nodes
 
 
 def _digest(text: str) -> str:
@@ -102,6 +120,8 @@ class Observation:
     input_bytes: float
     memory_mb: float
     output_bytes: float
+    node: int = -1
+    """The task's node in its structure (see :func:`structure`); -1: unknown."""
 
 
 @dataclass
@@ -114,6 +134,9 @@ class History:
     makespans_s: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     engine_cpu_s: list[float] = field(default_factory=list)
+    nodes: dict[int, list[list[float]]] = field(default_factory=dict)
+    """Per node, its last ``NODE_SAMPLES`` observations: seconds, worker MB, input and output
+    bytes."""
 
     def add_run(self, run_id: str, observations: Sequence[Observation],
                 transfers: Sequence[tuple[float, float]], makespan_s: float | None,
@@ -126,6 +149,10 @@ class History:
             kept = self.samples.setdefault(o.prefix, [])
             kept.append(Sample(o.seconds, o.input_bytes, o.memory_mb, o.output_bytes))
             del kept[:-MAX_SAMPLES]
+            if o.node >= 0:
+                seen = self.nodes.setdefault(o.node, [])
+                seen.append([round(o.seconds, 7), o.memory_mb, o.input_bytes, o.output_bytes])
+                del seen[:-NODE_SAMPLES]
         self.transfers = [*self.transfers, *transfers][-MAX_TRANSFERS:]
         if makespan_s is not None:
             self.makespans_s = [*self.makespans_s, makespan_s][-MAX_RUNS:]
@@ -140,6 +167,7 @@ class History:
                         for p, ss in self.samples.items()},
             "transfers": self.transfers, "overheads": self.overheads_s,
             "makespans": self.makespans_s, "runs": self.runs, "engine": self.engine_cpu_s,
+            "nodes": self.nodes,
         }, separators=(",", ":"))
 
     @classmethod
@@ -150,6 +178,7 @@ class History:
             [(float(b), float(s)) for b, s in body["transfers"]],
             [float(x) for x in body["overheads"]], [float(x) for x in body["makespans"]],
             [str(r) for r in body["runs"]], [float(x) for x in body.get("engine", [])],
+            {int(n): rows for n, rows in body.get("nodes", {}).items()},
         )
 
 
@@ -221,8 +250,28 @@ class Predictor:
         """A task's most likely duration (the median, where ``duration`` gives the mean)."""
         return self.duration_model(prefix).typical(input_bytes, memory_mb)
 
-    def output_bytes(self, prefix: str, input_bytes: float) -> float:
+    def output_bytes(self, prefix: str, input_bytes: float, node: int = -1) -> float:
+        """Output size: the node's own median when it has history, else its prefix's model."""
+        seen = self.history.nodes.get(node)
+        if seen:
+            return statistics.median(row[3] for row in seen)
         return max(0.0, self.output_model(prefix).predict(input_bytes))
+
+    def node_factor(self, prefix: str, node: int) -> float | None:
+        """How the node's own durations compare with its prefix's model (the median ratio),
+        or None where the node has no history or is within ``NODE_NOISE`` of its prefix: a
+        few samples of one node are noisier than a prefix's many, and only a node that its
+        prefix's model cannot describe (a transpose that copies among ones that do not) is
+        worth its own number."""
+        seen = self.history.nodes.get(node)
+        if not seen:
+            return None
+        model = self.duration_model(prefix)
+        ratios = [row[0] / p for row in seen if (p := model.predict(row[2], row[1])) > 0]
+        if not ratios:
+            return None
+        factor = statistics.median(ratios)
+        return factor if not 1 / NODE_NOISE <= factor <= NODE_NOISE else None
 
     def link(self) -> Link:
         """Transfers between workers, fitted on past fetches (free with none)."""

@@ -111,10 +111,22 @@ class TaskPredictions:
     input_bytes: Sequence[float]
     output_bytes: Sequence[float]
     predictor: Predictor
+    factors: Sequence[float | None] = ()
+    """Per task, its node's own median ratio to its prefix's model (None: none known)."""
 
     def duration(self, task: int, size: float, rng: random.Random | None = None) -> float:
         """The task's own time (what a task's metrics measure)."""
-        return self.predictor.duration(self.prefixes[task], self.input_bytes[task], size, rng)
+        mean = self.predictor.duration(self.prefixes[task], self.input_bytes[task], size, rng)
+        factor = self.factors[task] if self.factors else None
+        return mean * factor if factor is not None else mean
+
+    def typical(self, task: int, size: float) -> float:
+        """The task's most likely time: its node's median where known, else its prefix's."""
+        factor = self.factors[task] if self.factors else None
+        prefix, inputs = self.prefixes[task], self.input_bytes[task]
+        if factor is not None:
+            return self.predictor.duration(prefix, inputs, size) * factor
+        return self.predictor.typical(prefix, inputs, size)
 
     def busy(self, task: int, size: float, rng: random.Random | None = None) -> float:
         """The worker's time for the task: its own time and the worker's per-task work."""
@@ -122,14 +134,17 @@ class TaskPredictions:
 
 
 def predict_tasks(deps: Sequence[Sequence[int]], prefixes: Sequence[str],
-                  predictor: Predictor) -> TaskPredictions:
-    """Input and output sizes, producers first (inputs are the predicted outputs of deps)."""
+                  predictor: Predictor, nodes: Sequence[int] = ()) -> TaskPredictions:
+    """Input and output sizes, producers first (inputs are the predicted outputs of deps);
+    ``nodes`` (``history.structure``) lets tasks use their own node's history."""
     n = len(deps)
+    nodes = nodes or [-1] * n
     inputs, outputs = [0.0] * n, [0.0] * n
     for task in _topological(deps):
         inputs[task] = sum(outputs[d] for d in deps[task])
-        outputs[task] = predictor.output_bytes(prefixes[task], inputs[task])
-    return TaskPredictions(prefixes, inputs, outputs, predictor)
+        outputs[task] = predictor.output_bytes(prefixes[task], inputs[task], nodes[task])
+    factors = [predictor.node_factor(prefixes[t], nodes[t]) for t in range(n)]
+    return TaskPredictions(prefixes, inputs, outputs, predictor, factors)
 
 
 def _topological(deps: Sequence[Sequence[int]]) -> list[int]:
@@ -216,8 +231,7 @@ def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ..
     busy = [d + engine[at[t]] for t, d in enumerate(means)]
     # Reported per task: the most likely duration (a task's own median, not the mean a
     # makespan adds up).
-    durations = tuple(predictor.typical(predictions.prefixes[t], predictions.input_bytes[t],
-                                        at[t]) for t in range(len(at)))
+    durations = tuple(predictions.typical(t, at[t]) for t in range(len(at)))
     outcome = simulate(graph, Scenario(busy, [0.0] * graph.partitions), sizes, link)
     overhead = predictions.predictor.overhead_s()
     mean = outcome.makespan_s
@@ -279,6 +293,9 @@ class CoarsePlan:
             for t in tasks:
                 model, (m, v) = self._spread(predictions.prefixes[t])
                 predicted = model.predict(predictions.input_bytes[t], size)
+                factor = predictions.factors[t] if predictions.factors else None
+                if factor is not None:
+                    predicted *= factor
                 mean += predicted * m
                 var += predicted * predicted * v
             means.append(mean)
