@@ -128,6 +128,7 @@ class Recorder:
         from dask.sizeof import sizeof
 
         self._sizeof = sizeof
+        self._sizers: dict[type, Any] = {}
         self.tasks = 0
         self.dropped = 0
         self.deadline = time.time() + self.policy.seconds
@@ -163,7 +164,10 @@ class Recorder:
         self.ids.append(info.id)
         self.starts.append(start)
         self.ends.append(end)
-        self.sizes.append(self._sizeof(value))
+        sizer = self._sizers.get(type(value))
+        if sizer is None:  # dask's dispatch, once per type (a lookup per task cost twice as much)
+            sizer = self._sizers[type(value)] = self._sizeof.dispatch(type(value))
+        self.sizes.append(sizer(value))
         if len(self.ids) + len(self.records) >= self.policy.records or end >= self.deadline:
             self.upload()
 
