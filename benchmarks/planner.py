@@ -169,6 +169,16 @@ def bench_workflow(engine: daskless.Engine, case: Case, sizes: Sequence[int],
     return runs
 
 
+def _compact(run: Run) -> dict[str, Any]:
+    """A run for the JSON file: its per-task errors as their count and median."""
+    record = asdict(run)
+    for name in ("duration_errors", "output_errors", "long_errors"):
+        errors = record.pop(name)
+        record[name.replace("errors", "mdape")] = mdape(errors)
+        record[name.replace("errors", "count")] = len(errors)
+    return record
+
+
 def _fmt(value: float | None) -> str:
     return "   -   " if value is None else f"{value:7.3f}"
 
@@ -362,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": today, "cpus": os.cpu_count(), "instances": args.instances,
         "partitions": args.partitions, "sizes": args.sizes, "repeat": args.repeat,
         "seconds": time.time() - started, "summary": summarise(runs, bounds),
-        "planning_cost": cost, "runs": [asdict(r) for r in runs],
+        "planning_cost": cost, "runs": [_compact(r) for r in runs],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"planner-{today}.json").write_text(json.dumps(record, indent=1) + "\n")
