@@ -189,18 +189,22 @@ def summarise(runs: list[Run], bound: dict[str, float]) -> dict[str, Any]:
     for workflow in dict.fromkeys(r.workflow for r in runs):
         mine = [r for r in runs if r.workflow == workflow]
         out["workflows"][workflow] = _summary(mine, bound[workflow])
-    out["overall"] = {
-        "duration_mdape_seen": mdape([e for r in runs if r.phase == "seen"
-                                      for e in r.duration_errors]),
-        "duration_mdape_unseen": mdape([e for r in runs if r.phase == "unseen"
-                                        for e in r.duration_errors]),
-        "long_mdape_seen": mdape([e for r in runs if r.phase == "seen" for e in r.long_errors]),
-        "long_mdape_unseen": mdape([e for r in runs if r.phase == "unseen"
-                                    for e in r.long_errors]),
-        "output_mdape": mdape([e for r in runs if r.phase in ("seen", "unseen")
-                               for e in r.output_errors]),
-    }
+    out["overall"] = _accuracy(runs)
     return out
+
+
+def _accuracy(runs: list[Run]) -> dict[str, float | None]:
+    """Median absolute percentage errors of the runs at sizes seen and not seen."""
+    def pooled(phases: tuple[str, ...], errors: str) -> float | None:
+        return mdape([e for r in runs if r.phase in phases for e in getattr(r, errors)])
+
+    return {
+        "duration_mdape_seen": pooled(("seen",), "duration_errors"),
+        "duration_mdape_unseen": pooled(("unseen",), "duration_errors"),
+        "long_mdape_seen": pooled(("seen",), "long_errors"),
+        "long_mdape_unseen": pooled(("unseen",), "long_errors"),
+        "output_mdape": pooled(("seen", "unseen"), "output_errors"),
+    }
 
 
 def _summary(runs: list[Run], bound: float) -> dict[str, Any]:
@@ -224,15 +228,7 @@ def _summary(runs: list[Run], bound: float) -> dict[str, Any]:
         }
     return {
         "bound_s": bound,
-        "duration_mdape_seen": mdape([e for r in runs if r.phase == "seen"
-                                      for e in r.duration_errors]),
-        "duration_mdape_unseen": mdape([e for r in runs if r.phase == "unseen"
-                                        for e in r.duration_errors]),
-        "long_mdape_seen": mdape([e for r in runs if r.phase == "seen" for e in r.long_errors]),
-        "long_mdape_unseen": mdape([e for r in runs if r.phase == "unseen"
-                                    for e in r.long_errors]),
-        "output_mdape": mdape([e for r in runs if r.phase in ("seen", "unseen")
-                               for e in r.output_errors]),
+        **_accuracy(runs),
         "measured_median_s": measured_median,
         "predicted_p50_s": predicted_p50,
         "p50_error": abs(predicted_p50 - measured_median) / measured_median,
