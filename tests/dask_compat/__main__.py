@@ -3,8 +3,10 @@
 Run from the repository root. For each configuration in turn (``sync``, the baseline with
 every scheduler forced to ``dask.local:get_sync``; ``memory``, ``daskless:get`` with the
 in-memory store and thread invoker; ``default``, ``daskless:get`` with its default embedded
-Redis and worker processes) the installed dask test modules run in a separate pytest process
-(see :mod:`tests.dask_compat.runner`). Then a table of passed / failed / errors / skipped /
+Redis and worker processes; ``http``, ``daskless:get`` through a local gateway, on the core
+modules only) the installed dask test modules run in a separate pytest process (see
+:mod:`tests.dask_compat.runner`); a configuration that runs only some modules is compared with
+the baseline's results of those. Then a table of passed / failed / errors / skipped /
 xfailed / forced ``get`` calls / seconds is printed and written to
 ``tests/dask_compat/last_run.json``, followed by the tests that passed under sync but not
 under each daskless configuration and the reasons for the baseline's own failures. Each
@@ -165,6 +167,11 @@ def report(outcomes: list[Outcome], settings: RunSettings, args: argparse.Namesp
     problems = [p for o in outcomes for p in o.problems]
     problems += comparison_problems(outcomes, args.tolerance)
     print("\n" + format_table(outcomes))
+    for outcome in outcomes:
+        only = outcome.configuration.modules
+        if only is not None:
+            print(f"{outcome.configuration.name} ran only {', '.join(only)}: it is compared "
+                  f"with the baseline's results of those")
     explained = format_baseline_failures(outcomes)
     if explained:
         print("\n" + explained)

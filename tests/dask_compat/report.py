@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from tests.dask_compat import BASELINE_FAILURES, PROCESS_ISOLATION
+from tests.dask_compat.junit import count_statuses
 from tests.dask_compat.runner import BASELINE, Outcome, RunSettings
 
 COLUMNS = (
@@ -63,8 +65,18 @@ def format_table(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def within(baseline: Outcome, outcome: Outcome) -> Outcome:
+    """The baseline's results of the modules ``outcome`` ran (all of them for most)."""
+    modules = outcome.configuration.modules
+    if modules is None:
+        return baseline
+    statuses = {t: s for t, s in baseline.statuses.items() if t.split("::")[0] in modules}
+    return replace(baseline, statuses=statuses, counts=count_statuses(statuses))
+
+
 def regressions(baseline: Outcome, outcome: Outcome) -> dict[str, str]:
     """Tests that passed under the baseline but not under ``outcome`` (``missing`` if absent)."""
+    baseline = within(baseline, outcome)
     return {
         test: outcome.statuses.get(test, "missing")
         for test, status in sorted(baseline.statuses.items())
@@ -74,6 +86,7 @@ def regressions(baseline: Outcome, outcome: Outcome) -> dict[str, str]:
 
 def fixes(baseline: Outcome, outcome: Outcome) -> list[str]:
     """Tests that did not pass under the baseline but pass under ``outcome``."""
+    baseline = within(baseline, outcome)
     return sorted(
         test
         for test, status in outcome.statuses.items()
@@ -101,17 +114,17 @@ def comparison_problems(outcomes: list[Outcome], tolerance: int) -> list[str]:
     baseline = find_baseline(outcomes)
     if baseline is None:
         return []
-    floor = baseline.counts["passed"] - tolerance
     problems = []
     for o in outcomes:
         if o is baseline:
             continue
+        same = within(baseline, o)
         counted = o.counts["passed"] + len(excused(baseline, o))
-        if counted < floor:
+        if counted < same.counts["passed"] - tolerance:
             problems.append(
                 f"{o.configuration.name}: {o.counts['passed']} passed "
                 f"(+{counted - o.counts['passed']} excused), below the baseline's "
-                f"{baseline.counts['passed']} by more than {tolerance}"
+                f"{same.counts['passed']} by more than {tolerance}"
             )
     return problems
 
@@ -177,6 +190,7 @@ def outcome_record(outcome: Outcome, baseline: Outcome | None) -> dict[str, Any]
         "name": c.name,
         "target": c.target,
         "config": c.config,
+        "modules": list(c.modules) if c.modules is not None else "all",
         **outcome.counts,
         "forced_get_calls": outcome.calls,
         "reforced": outcome.reforced,
