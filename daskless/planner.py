@@ -125,9 +125,9 @@ def learn(store: Store, structure: str) -> Predictor:
     if folded:
         settings = metrics_settings()
         retention = settings.retention_s if settings is not None else DEFAULT_RETENTION_S
-        store.save_history(structure, history.to_json().encode(), folded, retention)
-        store.save_history(AVERAGES, averages.to_json().encode(), (), retention)
         blob, averages_blob = history.to_json().encode(), averages.to_json().encode()
+        store.save_history(structure, blob, folded, retention)
+        store.save_history(AVERAGES, averages_blob, (), retention)
     predictor = Predictor(history, averages)
     if len(_learnt) >= MAX_CACHED:
         _learnt.pop(next(iter(_learnt)))
