@@ -6,9 +6,9 @@ ladder is scaled to the machine (``--sizes``, default 256, 512, 768 and 1024 MB:
 at the largest use about two cores), and every run plans ``--partitions`` sub-DAGs, each
 started by one invocation (the engine has one worker, so partitions are not split into entry
 groups: the simulator's one worker per sub-DAG is what runs). Every size is warmed up first
-by a run that records no metrics (so it teaches the planner nothing), so that measured runs
-do not pay cold starts. For each seed workflow (tree, GEMM, word count, image, SVD1, SVD2 at
-their quick sizes):
+by runs that record no metrics (so they teach the planner nothing), so that measured runs
+seldom pay cold starts (those that do teach the planner how often, and how long, they are).
+For each seed workflow (tree, GEMM, word count, image, SVD1, SVD2 at their quick sizes):
 
 1. **History**: five runs, two at 512 MB and three at 1024 MB (every sub-DAG at one size).
 2. **Prediction accuracy**: a run at a size seen (1024 MB) and runs at sizes not seen (256 and
@@ -62,6 +62,9 @@ SEED_WORKFLOWS = ("tree-delayed", "gemm", "wordcount", "image", "svd1", "svd2")
 HISTORY_SIZES = (512, 512, 1024, 1024, 1024)
 SEEN, UNSEEN = (1024,), (256, 768)
 BOUND_FACTOR = 1.25
+#: Runs per size before any is measured: a run with metrics keeps its workers busy longer
+#: than one without, and may need an instance more.
+WARM_UPS = 2
 #: Tasks at least this long are also reported apart: shorter ones are mostly timer and
 #: interpreter noise.
 LONG_TASK_S = 0.001
@@ -155,7 +158,8 @@ def bench_workflow(engine: daskless.Engine, case: Case, sizes: Sequence[int],
     for size in sorted({*sizes, SEED_UNIFORM_MB}):
         with dask.config.set({**settings_for(str(size), sizes, None),
                               "daskless.metrics.enabled": False}):
-            compute(case.build(), scheduler=engine.get)  # warm-up: starts instances of size
+            for _ in range(WARM_UPS):  # starts instances of size
+                compute(case.build(), scheduler=engine.get)
     for size in HISTORY_SIZES:
         once(str(size), "history")
     for size in (*SEEN, *UNSEEN):

@@ -24,9 +24,12 @@ until their structure has history those planners plan exactly as ``wukong`` does
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 
 from dask.utils import key_split
@@ -143,8 +146,10 @@ def _fold(store: Store, run_id: str, history: History, averages: Averages) -> bo
     if run.tasks and run.status == "ok":
         observed = observations(run)
         engine = engine_cpu_s(run)
-        history.add_run(run_id, observed, transfers(run), run.makespan_s,
-                        overhead_s(run, Predictor(history).link(), engine), engine)
+        period = max((m.cpu_period_s for m in run.invocations.values()), default=0.0)
+        overhead = overhead_s(run, Predictor(history).link(), engine)
+        history.add_run(run_id, observed, transfers(run), run.makespan_s, overhead, engine,
+                        period, cold_starts(run, overhead))
         averages.add(observed)
     return True
 
@@ -174,25 +179,39 @@ def transfers(run: RunMetrics) -> list[tuple[float, float]]:
 
 
 def engine_cpu_s(run: RunMetrics) -> float | None:
-    """The workers' own time per task, in CPU seconds at one vCPU: each invocation's span
-    minus its tasks' time, over all invocations (see ``history``)."""
-    task_s: dict[str, float] = {}
+    """The workers' own time per task, in CPU seconds at one vCPU: the median gap between
+    one task's end and the next one's start in the same invocation (see ``history``). A gap
+    in which the worker waited for another worker's output is far longer than the usual one
+    and the median leaves it out: such waits are what the simulation itself models."""
+    memory = {inv: m.memory_mb for inv, m in run.invocations.items() if m.memory_mb}
+    spans: dict[str, list[tuple[float, float]]] = {}
     for t in run.tasks:
-        if t.inv is not None:
-            task_s[t.inv] = task_s.get(t.inv, 0.0) + t.duration
-    spare = count = 0.0
-    for inv, m in run.invocations.items():
-        if m.end is None or not m.memory_mb:
-            continue
-        spare += max(0.0, m.end - m.start - task_s.get(inv, 0.0)) * min(vcpus(m.memory_mb), 1.0)
-        count += m.tasks
-    return spare / count if count else None
+        if t.inv in memory and t.start is not None and t.end is not None:
+            spans.setdefault(t.inv, []).append((t.start, t.end))
+    gaps = []
+    for inv, ran in spans.items():
+        ran.sort()
+        share = min(vcpus(memory[inv]), 1.0)
+        gaps += [max(0.0, after[0] - before[1]) * share for before, after in pairwise(ran)]
+    return statistics.median(gaps) if gaps else None
+
+
+def cold_starts(run: RunMetrics,
+                overhead: float | None) -> tuple[float, float, float] | None:
+    """``(worker MB, share of its invocations that started cold, overhead)`` of a run
+    (``History.starts``); None without invocations or an overhead."""
+    invocations = [m for m in run.invocations.values() if m.memory_mb]
+    if not invocations or overhead is None:
+        return None
+    memory = Counter(m.memory_mb for m in invocations).most_common(1)[0][0]
+    cold = sum(1 for m in invocations if m.cold)
+    return float(memory), cold / len(invocations), overhead
 
 
 def overhead_s(run: RunMetrics, link: Link, engine_cpu: float | None) -> float | None:
     """The run's makespan minus its simulation with the tasks' measured times (and the
-    workers' own time per task): what the simulation does not model (submission, starts,
-    events, result fetching)."""
+    workers' own time per task): what the simulation does not model (submission, cold
+    starts, events, result fetching)."""
     if run.makespan_s is None or any(t.start is None for t in run.tasks):
         return None
     memory = {inv: m.memory_mb for inv, m in run.invocations.items()}

@@ -16,11 +16,15 @@ there is:
 
 It also learns how outputs move between workers (a :class:`~simulation.Link` fitted on the
 fetches: latency plus bytes over bandwidth), the worker's own time per task (``engine_cpu_s``:
-an invocation's span minus its tasks' time, per task, in CPU seconds at one vCPU: reading,
+the median gap between consecutive tasks of an invocation, in CPU seconds at one vCPU: reading,
 deserialising, serialising and delivering values runs under the worker's CPU share as its
 tasks do, so it scales with the size like CPU work) and what the simulation still leaves out
 (the run's overhead: the measured makespan minus the makespan simulated with the tasks'
-*measured* durations, i.e. client submission, invocation and result fetching).
+*measured* durations, i.e. client submission, invocation, cold starts and result fetching).
+Cold starts are told apart (``History.starts``): a run in which some invocation started cold
+(a new worker process: loading Python and the tasks' libraries, under the worker's CPU share)
+took longer beyond its simulation than the warm runs did. How often the last runs at a size
+had one, and by how much, predicts the next run's.
 
 Everything here is pure and serialisable to JSON (``to_json`` / ``from_json``): the client
 reads and writes it in the store, next to the metrics it came from.
@@ -70,6 +74,12 @@ NODE_NOISE = 1.5
 MAX_RUNS = 64
 #: CPUs a task may use, tried when fitting a prefix seen at several sizes above one vCPU.
 PARALLELISM_CANDIDATES = (1.0, 2.0, 4.0, 6.0)
+#: Runs per size whose share of cold starts predicts the next run's (platforms keep
+#: instances warm for minutes: recent runs say more than old ones).
+COLD_WINDOW = 5
+#: Run overheads more than this many median absolute deviations above the median are left
+#: out of a percentile's draws (see ``Predictor.overhead_spread``).
+SPREAD_LIMIT = 5.0
 
 
 def structure_key(prefixes: Sequence[str], deps: Sequence[Sequence[int]], backend: str) -> str:
@@ -137,13 +147,23 @@ class History:
     nodes: dict[int, list[list[float]]] = field(default_factory=dict)
     """Per node, its last ``NODE_SAMPLES`` observations: seconds, worker MB, input and output
     bytes."""
+    cpu_period_s: float = 0.0
+    """The CPU bandwidth period the workers of the last run reported (0: none; see
+    ``prediction``)."""
+    starts: list[list[float]] = field(default_factory=list)
+    """Per run: ``[worker MB, share of its invocations that started cold, its overhead]``."""
 
     def add_run(self, run_id: str, observations: Sequence[Observation],
                 transfers: Sequence[tuple[float, float]], makespan_s: float | None,
-                overhead_s: float | None, engine_cpu_s: float | None = None) -> None:
+                overhead_s: float | None, engine_cpu_s: float | None = None,
+                cpu_period_s: float = 0.0,
+                starts: tuple[float, float, float] | None = None) -> None:
         """Fold one run in (once: a run already folded is ignored)."""
         if run_id in self.runs:
             return
+        self.cpu_period_s = cpu_period_s
+        if starts is not None:
+            self.starts = [*self.starts, list(starts)][-MAX_RUNS:]
         self.runs = [*self.runs, run_id][-MAX_RUNS:]
         for o in observations:
             kept = self.samples.setdefault(o.prefix, [])
@@ -167,7 +187,7 @@ class History:
                         for p, ss in self.samples.items()},
             "transfers": self.transfers, "overheads": self.overheads_s,
             "makespans": self.makespans_s, "runs": self.runs, "engine": self.engine_cpu_s,
-            "nodes": self.nodes,
+            "nodes": self.nodes, "period": self.cpu_period_s, "starts": self.starts,
         }, separators=(",", ":"))
 
     @classmethod
@@ -179,6 +199,8 @@ class History:
             [float(x) for x in body["overheads"]], [float(x) for x in body["makespans"]],
             [str(r) for r in body["runs"]], [float(x) for x in body.get("engine", [])],
             {int(n): rows for n, rows in body.get("nodes", {}).items()},
+            float(body.get("period", 0.0)),
+            [[float(x) for x in row] for row in body.get("starts", [])],
         )
 
 
@@ -218,6 +240,7 @@ class Predictor:
         self.averages = averages or Averages()
         self._durations: dict[str, DurationModel] = {}
         self._outputs: dict[str, OutputModel] = {}
+        self._overheads: DurationModel | None = None
 
     @property
     def informed(self) -> bool:
@@ -258,16 +281,17 @@ class Predictor:
         return max(0.0, self.output_model(prefix).predict(input_bytes))
 
     def node_factor(self, prefix: str, node: int) -> float | None:
-        """How the node's own durations compare with its prefix's model (the median ratio),
-        or None where the node has no history or is within ``NODE_NOISE`` of its prefix: a
-        few samples of one node are noisier than a prefix's many, and only a node that its
-        prefix's model cannot describe (a transpose that copies among ones that do not) is
-        worth its own number."""
+        """How the node's own durations compare with its prefix's typical ones (the median
+        ratio; the node's mean is its prefix's mean times as much), or None where the node
+        has no history or is within ``NODE_NOISE`` of its prefix: a few samples of one node
+        are noisier than a prefix's many, and only a node that its prefix's model cannot
+        describe (a transpose that copies among ones that do not) is worth its own
+        number."""
         seen = self.history.nodes.get(node)
         if not seen:
             return None
         model = self.duration_model(prefix)
-        ratios = [row[0] / p for row in seen if (p := model.predict(row[2], row[1])) > 0]
+        ratios = [row[0] / p for row in seen if (p := model.typical(row[2], row[1])) > 0]
         if not ratios:
             return None
         factor = statistics.median(ratios)
@@ -290,15 +314,56 @@ class Predictor:
             return 0.0
         return statistics.median(engine) / min(vcpus(memory_mb), 1.0)
 
-    def overhead_s(self) -> float:
-        """What a run takes beyond its simulation (median of past runs; 0 without)."""
-        overheads = self.history.overheads_s
-        return statistics.median(overheads) if overheads else 0.0
+    def overhead_s(self, memory_mb: float = VCPU_MB) -> float:
+        """What a warm run at ``memory_mb`` takes beyond its simulation (0 without history).
+        Part of it is the workers' work outside tasks (starting and ending invocations,
+        under their CPU share), part is not (the client's submission and result fetching):
+        fitted as ``fixed + cpu / vcpus`` on the warm runs (``prediction.fit_duration``),
+        so runs at a small size, whose overhead is larger, do not inflate a large one's."""
+        model = self._overhead_model()
+        return max(model.curve(0.0, memory_mb), 0.0) if model is not None else 0.0
+
+    def overhead_spread(self) -> list[float]:
+        """How past warm runs' overheads fell around the fit (seconds, for percentiles),
+        without the runs far outside it (``robust_spread``): a run that waited out a lost
+        worker's lease or a pause of the whole machine is not what a plan is judged on."""
+        model = self._overhead_model()
+        if model is None:
+            return []
+        return robust_spread([o - model.curve(0.0, m) for m, o in self._warm_overheads()])
+
+    def _overhead_model(self) -> DurationModel | None:
+        if self._overheads is None:
+            runs = self._warm_overheads()
+            self._overheads = (fit_duration([Sample(max(o, 0.0), 0.0, m) for m, o in runs])
+                               if runs else None)
+        return self._overheads
+
+    def _warm_overheads(self) -> list[tuple[float, float]]:
+        """``(worker MB, overhead)`` of the runs without a cold start (all runs' overheads,
+        at one vCPU, where none says whether it had one)."""
+        warm = [(m, o) for m, share, o in self.history.starts if share == 0]
+        return warm or [(VCPU_MB, o) for o in self.history.overheads_s]
+
+    def cold_start(self, memory_mb: float) -> tuple[float, float]:
+        """The chance that a run at ``memory_mb`` meets a cold start, and the seconds it then
+        adds: the share of the last ``COLD_WINDOW`` runs at that size with one (a platform
+        keeps instances warm per size; at a size not run yet, the last runs at any), and the
+        median of what cold runs took beyond the warm runs' overhead, as CPU time at the
+        size's share."""
+        runs = self.history.starts
+        extra = [max(o - self.overhead_s(m), 0.0) * min(vcpus(m), 1.0)
+                 for m, share, o in runs if share > 0]
+        recent = [r for r in runs if r[0] == memory_mb][-COLD_WINDOW:] or runs[-COLD_WINDOW:]
+        if not extra or not recent:
+            return 0.0, 0.0
+        chance = sum(1 for r in recent if r[1] > 0) / len(recent)
+        return chance, statistics.median(extra) / min(vcpus(memory_mb), 1.0)
 
     def _fit_duration(self, prefix: str) -> DurationModel:
         samples = self.history.samples.get(prefix)
         if samples:
-            return _best_parallelism(samples)
+            return _best_parallelism(samples, self.history.cpu_period_s)
         if prefix in self.averages.cpu_s:
             return DurationModel(0.0, self.averages.cpu_s[prefix][1], 0.0)
         return DurationModel(DEFAULT_DURATION_S, 0.0, 0.0)
@@ -312,16 +377,26 @@ class Predictor:
         return OutputModel(0.0, 1.0)
 
 
-def _best_parallelism(samples: Sequence[Sample]) -> DurationModel:
+def robust_spread(values: Sequence[float]) -> list[float]:
+    """``values`` without those more than ``SPREAD_LIMIT`` median absolute deviations above
+    their median (the deviation at least a tenth of the median, or a millisecond)."""
+    if len(values) < 3:
+        return list(values)
+    middle = statistics.median(values)
+    deviation = max(statistics.median(abs(v - middle) for v in values), 0.1 * abs(middle), 1e-3)
+    return [v for v in values if v <= middle + SPREAD_LIMIT * deviation]
+
+
+def _best_parallelism(samples: Sequence[Sample], period_s: float = 0.0) -> DurationModel:
     """The duration model with the parallelism that fits best, when the samples span sizes
     above one vCPU (below, every candidate predicts the same)."""
     sizes = {s.memory_mb for s in samples}
     spans = len(sizes) > 1 and any(vcpus(m) > 1.0 for m in sizes)
     candidates = PARALLELISM_CANDIDATES if spans else (1.0,)
-    fits = [fit_duration(samples, p) for p in candidates]
+    fits = [fit_duration(samples, p, period_s) for p in candidates]
     return min(fits, key=lambda m: _squared_error(m, samples))
 
 
 def _squared_error(model: DurationModel, samples: Sequence[Sample]) -> float:
-    return sum((model.predict(s.input_bytes, s.memory_mb) - s.seconds) ** 2 for s in samples)
+    return sum((model.curve(s.input_bytes, s.memory_mb) - s.seconds) ** 2 for s in samples)
 

@@ -25,7 +25,8 @@ durations summed, transfers between sub-DAGs at the largest output crossing), wh
 microseconds per plan however many tasks there are; the chosen plan is then simulated task by
 task once for the prediction and the critical path. Percentiles sample whole runs (every
 sub-DAG's time drawn at once, the tasks' own spread summed, a normal approximation once a
-sub-DAG has many tasks) plus the run overhead seen in past runs, never by adding per-task
+sub-DAG has many tasks), each with a run overhead drawn from those of past warm runs and a
+cold start as often as recent runs at its sizes met one, never by adding per-task
 percentiles.
 """
 
@@ -112,21 +113,31 @@ class TaskPredictions:
     output_bytes: Sequence[float]
     predictor: Predictor
     factors: Sequence[float | None] = ()
-    """Per task, its node's own median ratio to its prefix's model (None: none known)."""
+    """Per task, its node's own median ratio to its prefix's typical time (None: none
+    known)."""
 
     def duration(self, task: int, size: float, rng: random.Random | None = None) -> float:
         """The task's own time (what a task's metrics measure)."""
         mean = self.predictor.duration(self.prefixes[task], self.input_bytes[task], size, rng)
+        return mean + self.node_shift(task, size)
+
+    def node_shift(self, task: int, size: float) -> float:
+        """How much longer the task's node takes than its prefix's typical task (0 without
+        a factor). Added, not multiplied into the prefix's mean: that mean already counts the
+        prefix's rare long tasks, and a node that is usually one of them would count them
+        twice."""
         factor = self.factors[task] if self.factors else None
-        return mean * factor if factor is not None else mean
+        if factor is None:
+            return 0.0
+        return self.predictor.typical(self.prefixes[task], self.input_bytes[task], size) \
+            * (factor - 1)
 
     def typical(self, task: int, size: float) -> float:
         """The task's most likely time: its node's median where known, else its prefix's."""
         factor = self.factors[task] if self.factors else None
         prefix, inputs = self.prefixes[task], self.input_bytes[task]
-        if factor is not None:
-            return self.predictor.duration(prefix, inputs, size) * factor
-        return self.predictor.typical(prefix, inputs, size)
+        typical = self.predictor.typical(prefix, inputs, size)
+        return typical * factor if factor is not None else typical
 
     def busy(self, task: int, size: float, rng: random.Random | None = None) -> float:
         """The worker's time for the task: its own time and the worker's per-task work."""
@@ -198,7 +209,7 @@ def plan_sizes(graph: SimGraph, predictions: TaskPredictions, planner: str, targ
     link = predictor.link()
     coarse = CoarsePlan(graph, predictions, sorted({*ladder, default_mb}), link, target, seed)
     coarse.calibrate(default)
-    bound = (target.bound_s - predictor.overhead_s() if target.bound_s is not None
+    bound = (target.bound_s - predictor.overhead_s(default_mb) if target.bound_s is not None
              else coarse(default).makespan_s)
     sizes = _choose(planner, coarse, bound, default)
     return _predict(graph, predictions, sizes, coarse, planner, link)
@@ -233,17 +244,32 @@ def _predict(graph: SimGraph, predictions: TaskPredictions, sizes: tuple[int, ..
     # makespan adds up).
     durations = tuple(predictions.typical(t, at[t]) for t in range(len(at)))
     outcome = simulate(graph, Scenario(busy, [0.0] * graph.partitions), sizes, link)
-    overhead = predictions.predictor.overhead_s()
+    overhead = statistics.fmean(predictor.overhead_s(size) for size in sizes)
     mean = outcome.makespan_s
     coarse_mean = coarse.mean_makespan(sizes)
     scale = mean / coarse_mean if coarse_mean > 0 else 1.0
-    draws = coarse.sampled(sizes)
-    p50 = percentile(draws, 50) * scale + overhead
-    predicted = mean + overhead
+    cold = coarse.cold_start(sizes)
+    draws = with_overheads(coarse.sampled(sizes), scale,
+                           [overhead + r for r in predictor.overhead_spread()], cold, coarse.seed)
+    p50 = percentile(draws, 50)
+    predicted = max(mean + overhead + cold[0] * cold[1], 0.0)
     if coarse.target.percentile is not None:
-        predicted = percentile(draws, coarse.target.percentile) * scale + overhead
+        predicted = percentile(draws, coarse.target.percentile)
     return Decision(planner, sizes, predicted, p50, outcome.critical_path, durations,
                     outcome.cost_gb_s, tuple(predictions.output_bytes))
+
+
+def with_overheads(makespans: Sequence[float], scale: float, overheads: Sequence[float],
+                   cold: tuple[float, float], seed: int) -> list[float]:
+    """Simulated makespans (scaled to the task-by-task simulation) each with a run overhead
+    drawn from past warm runs (none: 0) and, with ``cold``'s chance, its cold start's
+    seconds, sorted: a run's overhead varies from run to run, and on a short run its spread
+    is most of the makespan's."""
+    rng = random.Random(seed)
+    extra = list(overheads) or [0.0]
+    chance, seconds = cold
+    return sorted(max(m * scale + rng.choice(extra)
+                      + (seconds if rng.random() < chance else 0.0), 0.0) for m in makespans)
 
 
 class CoarsePlan:
@@ -260,7 +286,7 @@ class CoarsePlan:
             members[part].append(task)
         self.members = members
         self.predictions = predictions
-        self._spreads: dict[str, tuple[DurationModel, tuple[float, float]]] = {}
+        self._spreads: dict[str, tuple[DurationModel, float]] = {}
         # Mean and variance of each sub-DAG's time at each size (tasks' spreads summed).
         self.mean: dict[int, list[float]] = {}
         self.var: dict[int, list[float]] = {}
@@ -291,26 +317,23 @@ class CoarsePlan:
         for tasks in self.members:
             mean, var = engine * len(tasks), 0.0
             for t in tasks:
-                model, (m, v) = self._spread(predictions.prefixes[t])
+                model, v = self._spread(predictions.prefixes[t])
                 predicted = model.predict(predictions.input_bytes[t], size)
-                factor = predictions.factors[t] if predictions.factors else None
-                if factor is not None:
-                    predicted *= factor
-                mean += predicted * m
+                mean += predicted + predictions.node_shift(t, size)
                 var += predicted * predicted * v
             means.append(mean)
             variances.append(var)
         self.mean[size], self.var[size] = means, variances
 
-    def _spread(self, prefix: str) -> tuple[DurationModel, tuple[float, float]]:
-        """A prefix's model, and the mean and variance of its relative residuals."""
+    def _spread(self, prefix: str) -> tuple[DurationModel, float]:
+        """A prefix's model, and the variance of its durations relative to their mean."""
         found = self._spreads.get(prefix)
         if found is None:
             model = self.predictions.predictor.duration_model(prefix)
             residuals = model.residuals
-            found = self._spreads[prefix] = (model, (
-                statistics.fmean(residuals),
-                statistics.pvariance(residuals) if len(residuals) > 1 else 0.0))
+            mean = statistics.fmean(residuals)
+            variance = statistics.pvariance(residuals) if len(residuals) > 1 else 0.0
+            found = self._spreads[prefix] = (model, variance / (mean * mean) if mean else 0.0)
         return found
 
     def _durations(self, sizes: Sequence[int]) -> list[float]:
@@ -322,6 +345,12 @@ class CoarsePlan:
         scenario = Scenario(self._durations(sizes), [0.0] * self.partitions)
         return simulate(self.graph, scenario, sizes, self.link).makespan_s
 
+    def cold_start(self, sizes: Sequence[int]) -> tuple[float, float]:
+        """The chance that a run of the plan meets a cold start, and the seconds it adds
+        (``Predictor.cold_start`` at the plan's least favourable size)."""
+        colds = [self.predictions.predictor.cold_start(s) for s in set(sizes)]
+        return max(c for c, _ in colds), max(s for _, s in colds)
+
     def __call__(self, sizes: Sequence[int]) -> Evaluation:
         key = tuple(sizes)
         found = self._cache.get(key)
@@ -329,7 +358,9 @@ class CoarsePlan:
             return found
         scenario = Scenario(self._durations(sizes), [0.0] * self.partitions)
         outcome = simulate(self.graph, scenario, sizes, self.link)
-        judged = Evaluation(outcome.makespan_s * self.spread, outcome.cost_gb_s,
+        chance, seconds = self.cold_start(sizes)
+        judged = Evaluation(outcome.makespan_s * self.spread + chance * seconds,
+                            outcome.cost_gb_s,
                             frozenset(outcome.critical_path))
         self._cache[key] = judged
         return judged

@@ -11,13 +11,26 @@ work on different inputs, so their history is pooled:
   keeps the per-task overhead that does not shrink with more CPU or fewer bytes.
 - **Output size** ``y(x) = base_bytes + ratio * x``.
 
+That duration is the *mean*: a worker of ``v`` vCPUs gets through ``v`` CPU-seconds a second.
+Where the share is enforced by CPU bandwidth control (Linux CFS: a quota of ``v * period`` CPU
+time per period, as on the gateway and the Lambda emulator), a single task does not run at that
+mean speed: it runs at full speed until the quota of the period is spent, then waits for the
+next period. A task with less work than the quota is as fast at 256 MB as at 1,769 MB; a longer
+one takes ``work / v - period * (1 - v / p)`` (``p``: the CPUs it can use). With the backend's
+``period_s`` known, the model fits the work on that curve (the *burst* model) and reports its
+median from it (:meth:`DurationModel.typical`), while :meth:`DurationModel.predict` stays the
+mean that sums over many tasks. Without a period (0: the share is smooth, or unknown, as inside
+a Lambda micro-VM) both are the formula above.
+
 Both are fitted by least squares with non-negative coefficients (every subset of the terms is
 tried, and the best fit whose coefficients are all non-negative wins: a negative time per byte
 would predict nonsense outside the samples). A model keeps its relative residuals, so that
 :meth:`DurationModel.sample` draws durations as the history spread them, for the simulator's
-percentiles; a model fitted from fewer than :data:`MIN_SAMPLES` samples is their mean (as
-dask's per-prefix averages are), and a prefix with no history at all gets
-:data:`DEFAULT_DURATION_S` (dask's ``unknown-task-duration``).
+percentiles, and its mean (:meth:`DurationModel.predict`) is the formula times the samples'
+total time over the formula's at the nearest size seen (a fit that leaves out outliers, or
+the burst model below, is not a mean by itself); a model fitted from fewer than
+:data:`MIN_SAMPLES` samples is their mean (as dask's per-prefix averages are), and a prefix
+with no history at all gets :data:`DEFAULT_DURATION_S` (dask's ``unknown-task-duration``).
 
 Everything here is pure: samples in, models out. Reading samples from the metrics store is the
 client's job.
@@ -30,7 +43,7 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "DEFAULT_DURATION_S",
@@ -39,6 +52,7 @@ __all__ = [
     "DurationModel",
     "OutputModel",
     "Sample",
+    "bandwidth_time",
     "fit_duration",
     "fit_output",
     "vcpus",
@@ -54,6 +68,10 @@ DEFAULT_DURATION_S = 0.5
 MAX_RESIDUALS = 256
 #: A sample this many times above the typical one is left out of a refit (see fit_duration).
 OUTLIER_RATIO = 3.0
+#: A size's mean ratio to the formula is its own only beyond this share of the pooled one.
+SIZE_NOISE = 0.1
+#: Fixed terms the burst model tries, as shares of the shortest sample.
+FIXED_SHARES = (0.0, 0.25, 0.5, 0.75, 0.95)
 
 
 def vcpus(memory_mb: float) -> float:
@@ -84,20 +102,49 @@ class DurationModel:
     parallelism: float = 1.0
     residuals: tuple[float, ...] = (1.0,)
     samples: int = 0
+    period_s: float = 0.0
+    """The CPU bandwidth period of the workers (0: none; see the module docstring)."""
+    typical_ratio: float = 1.0
+    """The median ratio of the samples to the burst model (what :meth:`typical` scales by)."""
+    mean_ratios: tuple[tuple[float, float], ...] = ()
+    """Per worker size seen, ``(MB, its samples' total time over the formula's)``: what
+    :meth:`predict` scales the formula by, at the nearest size seen (under a bandwidth
+    quota, how far a short task's time strays from its share depends on the size)."""
+
+    def work_s(self, input_bytes: float) -> float:
+        """CPU seconds of a task on ``input_bytes``."""
+        return self.cpu_s + self.per_byte_s * input_bytes
+
+    def curve(self, input_bytes: float, memory_mb: float) -> float:
+        """The fitted formula: CPU work at the size's average speed."""
+        cpus = min(vcpus(memory_mb), self.parallelism)
+        return self.fixed_s + self.work_s(input_bytes) / cpus
 
     def predict(self, input_bytes: float, memory_mb: float) -> float:
-        cpus = min(vcpus(memory_mb), self.parallelism)
-        return self.fixed_s + (self.cpu_s + self.per_byte_s * input_bytes) / cpus
+        """The mean duration: the formula times :meth:`mean_ratio`."""
+        return self.curve(input_bytes, memory_mb) * self.mean_ratio(memory_mb)
+
+    def mean_ratio(self, memory_mb: float) -> float:
+        """The samples' time over the formula's at the size seen nearest ``memory_mb``."""
+        if not self.mean_ratios:
+            return 1.0
+        return min(self.mean_ratios, key=lambda r: abs(math.log(r[0] / memory_mb)))[1]
+
+    def burst(self, input_bytes: float, memory_mb: float) -> float:
+        """The duration of a task that starts with its period's quota unspent."""
+        work = self.work_s(input_bytes)
+        return self.fixed_s + bandwidth_time(work, vcpus(memory_mb), self.parallelism,
+                                             self.period_s)
 
     def typical(self, input_bytes: float, memory_mb: float) -> float:
-        """The median duration: the prediction times the median of the history's ratios
-        (what a single task most likely takes; :meth:`predict` is the mean a sum needs)."""
-        ratios = sorted(self.residuals)
-        return self.predict(input_bytes, memory_mb) * ratios[len(ratios) // 2]
+        """The median duration (what a single task most likely takes; :meth:`predict` is
+        the mean a sum needs)."""
+        return self.burst(input_bytes, memory_mb) * self.typical_ratio
 
     def sample(self, rng: random.Random, input_bytes: float, memory_mb: float) -> float:
-        """A duration drawn as the history spread them around the prediction."""
-        return self.predict(input_bytes, memory_mb) * rng.choice(self.residuals)
+        """A duration drawn as the history spread them around the mean."""
+        spread = rng.choice(self.residuals) / statistics.fmean(self.residuals)
+        return self.predict(input_bytes, memory_mb) * spread
 
 
 @dataclass(frozen=True)
@@ -111,10 +158,33 @@ class OutputModel:
         return self.base_bytes + self.ratio * input_bytes
 
 
-def fit_duration(samples: Sequence[Sample], parallelism: float = 1.0) -> DurationModel:
-    """The duration model of a prefix's ``samples``."""
+def bandwidth_time(work_s: float, cpus: float, parallelism: float, period_s: float) -> float:
+    """Seconds ``work_s`` CPU-seconds take at ``cpus`` vCPUs enforced per ``period_s`` (0:
+    smoothly), for a task that can use ``parallelism`` CPUs: full speed while the period's
+    quota lasts, then a quota per period (see the module docstring)."""
+    if period_s <= 0 or cpus >= parallelism:
+        return work_s / min(cpus, parallelism)
+    return max(work_s / parallelism, work_s / cpus - period_s * (1 - cpus / parallelism))
+
+
+def _work_for(seconds: float, cpus: float, parallelism: float, period_s: float) -> float:
+    """The CPU work that :func:`bandwidth_time` turns into ``seconds`` (its inverse)."""
+    if period_s <= 0 or cpus >= parallelism:
+        return seconds * min(cpus, parallelism)
+    quota_s = cpus * period_s
+    if seconds * parallelism <= quota_s:
+        return seconds * parallelism
+    return cpus * (seconds + period_s * (1 - cpus / parallelism))
+
+
+def fit_duration(samples: Sequence[Sample], parallelism: float = 1.0,
+                 period_s: float = 0.0) -> DurationModel:
+    """The duration model of a prefix's ``samples`` from workers whose CPU bandwidth period
+    is ``period_s`` (0: none)."""
     if not samples:
-        return DurationModel(DEFAULT_DURATION_S, 0.0, 0.0, parallelism)
+        return DurationModel(DEFAULT_DURATION_S, 0.0, 0.0, parallelism, period_s=period_s)
+    if period_s > 0 and len(samples) >= MIN_SAMPLES:
+        return _fit_burst(samples, parallelism, period_s)
     cpus = [min(vcpus(s.memory_mb), parallelism) for s in samples]
     seconds = [s.seconds for s in samples]
     if len(samples) < MIN_SAMPLES:
@@ -126,13 +196,72 @@ def fit_duration(samples: Sequence[Sample], parallelism: float = 1.0) -> Duratio
     model = _fit_terms(samples, cpus, parallelism)
     # Outliers (a first call that loaded a library, a pause of the whole machine) would pull a
     # least-squares fit up for every task: fit again without the samples far above the rest.
-    ratios = [s.seconds / p if (p := model.predict(s.input_bytes, s.memory_mb)) > 0 else 1.0
+    ratios = [s.seconds / p if (p := model.curve(s.input_bytes, s.memory_mb)) > 0 else 1.0
               for s in samples]
     typical = statistics.median(ratios)
     kept = [i for i, r in enumerate(ratios) if r <= OUTLIER_RATIO * typical]
     if MIN_SAMPLES <= len(kept) < len(samples):
         model = _fit_terms([samples[i] for i in kept], [cpus[i] for i in kept], parallelism)
     return _with_residuals(model, samples)
+
+
+def _fit_burst(samples: Sequence[Sample], parallelism: float,
+               period_s: float) -> DurationModel:
+    """The burst model (see the module docstring): for each candidate fixed term (a share
+    of the shortest sample), every sample's time beyond it is turned back into CPU work on
+    the bandwidth curve of its size, and the work is fitted linearly in the input bytes
+    (again without the samples far above the rest); the candidate whose predictions are
+    closest to the samples in ratio wins. Ratios, not squares: a task that met the end of
+    its quota takes several times its usual time, and must not pull the model up."""
+    shortest = min(s.seconds for s in samples)
+    best: tuple[float, DurationModel] | None = None
+    for share in FIXED_SHARES:
+        model = _fit_work(samples, shortest * share, parallelism, period_s)
+        model = _fit_work(samples, shortest * share, parallelism, period_s,
+                          _kept(model, samples))
+        error = math.fsum(abs(math.log(max(s.seconds, 1e-9) / max(p, 1e-9)))
+                          for s in samples if (p := model.burst(s.input_bytes, s.memory_mb)))
+        if best is None or error < best[0] * (1 - 1e-9):
+            best = (error, model)
+    assert best is not None
+    return _with_residuals(best[1], samples)
+
+
+def _fit_work(samples: Sequence[Sample], fixed_s: float, parallelism: float, period_s: float,
+              kept: Sequence[int] | None = None) -> DurationModel:
+    chosen = [samples[i] for i in kept] if kept is not None else list(samples)
+    work = [_work_for(max(s.seconds - fixed_s, 0.0), vcpus(s.memory_mb), parallelism, period_s)
+            for s in chosen]
+    cpu_s, per_byte_s = _line_fit([s.input_bytes for s in chosen], work)
+    return DurationModel(fixed_s, cpu_s, per_byte_s, parallelism, period_s=period_s)
+
+
+def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """``y = a + b * x`` by least squares with ``a, b >= 0``, in closed form (the burst fit
+    runs it ten times per prefix, where ``_non_negative_fit``'s general search is slow)."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    if sxx <= 0:
+        return max(mean_y, 0.0), 0.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx
+    if slope <= 0:
+        return max(mean_y, 0.0), 0.0
+    intercept = mean_y - slope * mean_x
+    if intercept >= 0:
+        return intercept, slope
+    # The best line through the origin (the intercept at its bound).
+    return 0.0, max(sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs), 0.0)
+
+
+def _kept(model: DurationModel, samples: Sequence[Sample]) -> list[int]:
+    """The samples at most ``OUTLIER_RATIO`` times above the typical one's ratio to the
+    burst model."""
+    ratios = [s.seconds / p if (p := model.burst(s.input_bytes, s.memory_mb)) > 0 else 1.0
+              for s in samples]
+    typical = statistics.median(ratios)
+    kept = [i for i, r in enumerate(ratios) if r <= OUTLIER_RATIO * typical]
+    return kept if len(kept) >= MIN_SAMPLES else list(range(len(samples)))
 
 
 def _fit_terms(samples: Sequence[Sample], cpus: Sequence[float],
@@ -216,8 +345,27 @@ def _solve(matrix: list[list[float]], rhs: list[float]) -> list[float] | None:
 
 
 def _with_residuals(model: DurationModel, samples: Sequence[Sample]) -> DurationModel:
+    """``model`` with the samples' ratios to its formula (for draws), the ratio of their
+    total time to the formula's per size (for the mean) and their median ratio to its burst
+    model (for :meth:`DurationModel.typical`)."""
     recent = samples[-MAX_RESIDUALS:]
     ratios = tuple(s.seconds / p for s in recent
-                   if (p := model.predict(s.input_bytes, s.memory_mb)) > 0)
-    return DurationModel(model.fixed_s, model.cpu_s, model.per_byte_s, model.parallelism,
-                         ratios or (1.0,), len(samples))
+                   if (p := model.curve(s.input_bytes, s.memory_mb)) > 0) or (1.0,)
+    bursts = [s.seconds / p for s in recent if (p := model.burst(s.input_bytes, s.memory_mb)) > 0]
+    # Totals, not a mean of ratios: one short task that met the end of its quota has a
+    # ratio of hundreds, which a mean of ratios would lend every task of the prefix.
+    totals: dict[float, list[float]] = {}
+    for sample in recent:
+        total = totals.setdefault(sample.memory_mb, [0.0, 0.0])
+        total[0] += sample.seconds
+        total[1] += model.curve(sample.input_bytes, sample.memory_mb)
+    measured, fitted = (math.fsum(t[i] for t in totals.values()) for i in (0, 1))
+    pooled = measured / fitted if fitted > 0 else 1.0
+    own = {m: t[0] / t[1] if t[1] > 0 else pooled for m, t in totals.items()}
+    # A size keeps its own ratio only where it differs from the pooled one by more than
+    # noise: otherwise sizes' costs would differ by their samples' luck alone.
+    mean_ratios = tuple((m, r if abs(r / pooled - 1) > SIZE_NOISE else pooled)
+                        for m, r in sorted(own.items()))
+    return replace(model, residuals=ratios, samples=len(samples),
+                   typical_ratio=statistics.median(bursts) if bursts else 1.0,
+                   mean_ratios=mean_ratios)

@@ -62,6 +62,8 @@ __all__ = [
 SIZE_LADDER_MB = (512, 1024, 1769, 2048, 3008, 3538, 5307, 7076, 8845, 10240)
 #: Plans the oracle is willing to enumerate (ladder size ** sub-DAGs).
 ORACLE_LIMIT = 200_000
+#: Work costs within this share of the least count as equal (see ``_cheapest``).
+COST_TIE = 0.02
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,12 @@ def _rank(judged: Evaluation, bound_s: float) -> tuple[bool, float, float]:
 
 
 def _cheapest(evaluate: Evaluator, partition: int, ladder: list[int]) -> int:
-    """The size at which the sub-DAG's own work costs least (the smaller one on a tie)."""
-    return min(ladder, key=lambda size: (evaluate.work_cost(partition, size), size))
+    """The smallest size at which the sub-DAG's own work costs least, give or take
+    ``COST_TIE``: below one vCPU, CPU work costs the same at every size, and what the
+    history's noise makes of that is a tie."""
+    costs = {size: evaluate.work_cost(partition, size) for size in ladder}
+    least = min(costs.values())
+    return min(size for size, cost in costs.items() if cost <= least * (1 + COST_TIE))
 
 
 def _upgrade(evaluate: Evaluator, sizes: list[int], bound_s: float,

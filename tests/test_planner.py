@@ -15,10 +15,11 @@ from dask import delayed
 
 import daskless
 from daskless.exceptions import ConfigurationError
+from daskless.planner import engine_cpu_s, learn
 from daskless.report.data import RunMetrics, load_run
 from daskless.report.html import render
 from daskless.worker_runtime import gateway
-from daskless.worker_runtime.cpu_limits import CPU_PERIOD_US, cpu_limiter
+from daskless.worker_runtime.cpu_limits import CPU_PERIOD_US, bandwidth_period_s, cpu_limiter
 from daskless.worker_runtime.invokers.aws_lambda import Invocation, LambdaInvoker
 from daskless.worker_runtime.lambda_emulator import EmulatorThread, FunctionConfig
 from tests.http_servers import SECRET, serving
@@ -103,6 +104,9 @@ def test_a_rebuilt_graph_is_planned_from_the_history_of_its_earlier_builds(
     assert re.search(r"Predicted critical path \(\d+ tasks\): busy → [^<]*add → add → add → add<",
                      page)
     assert "Observed critical path (5 tasks): busy → add → add → add → add" in page
+    # What was learnt: the share of cold starts, and the pool's size, per run.
+    starts = learn(engine.last_run.store, planning["structure"]).history.starts
+    assert starts and all(memory > 0 and 0 <= share <= 1 for memory, share, _ in starts)
 
 
 def test_every_task_reports_its_output_size(redis_url: str) -> None:
@@ -157,6 +161,8 @@ def test_the_gateway_starts_instances_at_the_planned_size(redis_url: str) -> Non
         assert quota == round(512 / 1769 * CPU_PERIOD_US), f"instance {pid}: {groups[pid]}"
     assert not any(g is not None and g.exists() for g in groups.values())  # removed at close
     assert {i.memory_mb for i in run.invocations.values()} == {512}  # and billed at it
+    # Workers report how their share is enforced: the planner's burst model needs it.
+    assert {i.cpu_period_s for i in run.invocations.values()} == {CPU_PERIOD_US / 1e6}
 
 
 def test_the_gateway_keeps_sizes_apart_and_retires_idle_ones_for_room(redis_url: str) -> None:
@@ -228,6 +234,8 @@ def test_a_cpu_group_is_made_per_process_and_removed_after(tmp_path: Path) -> No
         assert groups[0] != groups[1] and None not in groups
         quotas = [int((g / "cpu.cfs_quota_us").read_text()) for g in groups if g]
         assert quotas == [round(512 / 1769 * CPU_PERIOD_US), round(3538 / 1769 * CPU_PERIOD_US)]
+        periods = [bandwidth_period_s(Path(f"/proc/{p.pid}/cgroup")) for p in procs]
+        assert periods == [CPU_PERIOD_US / 1e6] * 2
     finally:
         for proc in procs:
             proc.kill()
@@ -235,3 +243,17 @@ def test_a_cpu_group_is_made_per_process_and_removed_after(tmp_path: Path) -> No
             limiter.release(proc.pid)
         limiter.close()
     assert all(g is not None and not g.exists() for g in groups)
+
+
+def test_the_engine_time_per_task_leaves_out_waits_for_other_workers() -> None:
+    # One invocation at one vCPU: five tasks 1 ms apart, then a 0.5 s wait for an input.
+    run = RunMetrics("r")
+    run.add([
+        ["run", {"t": 0.0, "partitions": 1, "requested": [5], "keys": [f"t-{i}" for i in range(6)],
+                 "partition": [0] * 6, "deps": [[]] * 6}],
+        ["inv", "i1", "w", 0, 1, 0.0, False, None, 0.0, False, 1769, 0.0],
+        *[["task", "i1", i, 0.011 * i, 0.011 * i + 0.01, [], 8] for i in range(5)],
+        ["task", "i1", 5, 0.6, 0.61, [], 8],
+        ["end", "i1", 0.62, 6, 0],
+    ])
+    assert engine_cpu_s(run) == pytest.approx(0.001)

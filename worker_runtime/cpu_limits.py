@@ -26,7 +26,14 @@ from typing import Protocol
 
 from daskless.scheduler.prediction import vcpus
 
-__all__ = ["CPU_PERIOD_US", "CgroupLimiter", "CpuLimiter", "NoLimits", "cpu_limiter"]
+__all__ = [
+    "CPU_PERIOD_US",
+    "CgroupLimiter",
+    "CpuLimiter",
+    "NoLimits",
+    "bandwidth_period_s",
+    "cpu_limiter",
+]
 
 #: The bandwidth period: 10 ms. The kernel's default, 100 ms, lets a small size run at full
 #: speed for its whole quota and then stop for the rest of the period, so a 10 ms task took
@@ -133,3 +140,27 @@ def cpu_limiter(name: str) -> CpuLimiter:
 def own_name(prefix: str) -> str:
     """A folder name unique to this process."""
     return f"{prefix}-{os.getpid()}"
+
+
+def bandwidth_period_s(proc_cgroup: Path = Path("/proc/self/cgroup")) -> float:
+    """The CPU bandwidth period this process runs under, in seconds: 0 when its group has
+    no quota, or none can be read (inside a Lambda micro-VM the share is enforced outside).
+    Workers report it with their metrics: how a size's share is enforced changes how long a
+    short task takes at it (see ``daskless.scheduler.prediction``)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "cpu" in controllers.split(","):
+                group = V1_ROOT / path.lstrip("/")
+                quota = int((group / "cpu.cfs_quota_us").read_text())
+                period = int((group / "cpu.cfs_period_us").read_text())
+                return period / 1e6 if quota > 0 else 0.0
+        for line in lines:
+            if line.startswith("0::"):
+                quota_text, period_text = (V2_ROOT / line[3:].lstrip("/") / "cpu.max") \
+                    .read_text().split()
+                return int(period_text) / 1e6 if quota_text != "max" else 0.0
+    except (OSError, ValueError):
+        pass
+    return 0.0

@@ -16,7 +16,10 @@ buffered since its last upload.
 
 Records are JSON lists (the first item names the kind; ``inv`` is the invocation id):
 
-- ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline]``
+- ``["inv", inv, worker, partition, n_entries, t, cold, startup_s, spec_s, spec_inline,
+  memory_mb, cpu_period_s]``: ``memory_mb`` is the size the worker is billed at,
+  ``cpu_period_s`` the CPU bandwidth period it runs under (0: none; see
+  :func:`~daskless.worker_runtime.cpu_limits.bandwidth_period_s`)
 - ``["tasks", inv, n, ids, starts, ends, [[i, input_id, nbytes, download_s], ...], sizes]``:
   the ``n`` tasks that ran since the last upload, as columns packed by
   :mod:`daskless.worker_runtime.columns` (task ids and output sizes as ``INT``, start and end
@@ -48,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daskless.worker_runtime.columns import FLOAT, INT, pack, unpack
+from daskless.worker_runtime.cpu_limits import bandwidth_period_s
 from daskless.worker_runtime.protocol import Invocation, MetricsSettings, TaskInfo
 from daskless.worker_runtime.store.base import Mark, Store
 
@@ -134,15 +138,16 @@ class Recorder:
         self.deadline = time.time() + self.policy.seconds
 
     def started(self, worker_id: str, invocation: Invocation, spec_s: float,
-                memory_mb: int = 0) -> None:
+                memory_mb: int = 0, cold: bool | None = None) -> None:
+        """The invocation began (``cold``: the first its worker serves; None: find out)."""
         worker = _lane(worker_id)
-        with _seen_lock:
-            cold = worker_id not in _seen_workers
-            _seen_workers.add(worker_id)
+        if cold is None:
+            cold = first_invocation(worker_id)
         startup = _process_startup_s() if cold else None
         self.records.append([
             "inv", self.inv, worker, invocation.partition, len(invocation.entries), time.time(),
             cold, startup, spec_s, invocation.inline_spec is not None, memory_mb,
+            bandwidth_period_s(),
         ])
         if len(self.records) >= self.policy.records:  # "task": the start is news too
             self.upload()
@@ -237,11 +242,22 @@ def recorder_for(
 ) -> MetricsRecorder:
     """The recorder of one invocation (a no-op one when the run records no metrics);
     ``memory_mb``: what the run's client says workers have (see :func:`billed_memory_mb`)."""
+    # Counted with metrics off too: a worker warmed by a run without metrics is warm.
+    cold = first_invocation(worker_id)
     if settings is None:
         return NoRecorder()
     recorder = Recorder(store, invocation.run_id, settings)
-    recorder.started(worker_id, invocation, spec_s, billed_memory_mb(memory_mb))
+    recorder.started(worker_id, invocation, spec_s, billed_memory_mb(memory_mb), cold)
     return recorder
+
+
+def first_invocation(worker_id: str) -> bool:
+    """Whether this is the first invocation worker ``worker_id`` of this process serves
+    (a cold start)."""
+    with _seen_lock:
+        cold = worker_id not in _seen_workers
+        _seen_workers.add(worker_id)
+    return cold
 
 
 def billed_memory_mb(configured: int) -> int:

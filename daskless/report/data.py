@@ -90,6 +90,8 @@ class InvocationMetrics:
     tasks: int = 0
     dropped: int = 0
     memory_mb: int = 0
+    cpu_period_s: float = 0.0
+    """The CPU bandwidth period the worker ran under (0: none)."""
 
     @property
     def billed_gb_s(self) -> float:
@@ -164,10 +166,10 @@ class RunMetrics:
 
     def _on_inv(self, inv: str, worker: str, partition: int, entries: int, t: float,
                 cold: bool, startup_s: float | None, spec_s: float, inline: bool,
-                memory_mb: int = 0) -> None:
+                memory_mb: int = 0, cpu_period_s: float = 0.0) -> None:
         self.invocations[inv] = InvocationMetrics(inv, worker, partition, entries, t, cold,
                                                   startup_s, spec_s, inline,
-                                                  memory_mb=memory_mb)
+                                                  memory_mb=memory_mb, cpu_period_s=cpu_period_s)
 
     def _on_end(self, inv: str, t: float, tasks: int, dropped: int) -> None:
         found = self.invocations.get(inv)

@@ -15,7 +15,7 @@ from daskless.scheduler.history import (
     Predictor,
     structure_key,
 )
-from daskless.scheduler.prediction import DEFAULT_DURATION_S
+from daskless.scheduler.prediction import DEFAULT_DURATION_S, bandwidth_time, vcpus
 
 TREE_PREFIXES = ["load"] * 4 + ["add"] * 2 + ["total"]
 TREE_DEPS: list[list[int]] = [[], [], [], [], [0, 1], [2, 3], [4, 5]]
@@ -59,10 +59,11 @@ def observations(prefix: str, cpu_s: float, fixed_s: float, sizes: list[int], n:
 def test_a_run_is_folded_in_once_and_history_survives_json() -> None:
     history = History()
     observed = observations("inc", 0.1, 0.01, [1024], 10, seed=1)
-    history.add_run("r1", observed, [(1e6, 0.002)] * 4, 1.5, 0.2)
+    history.add_run("r1", observed, [(1e6, 0.002)] * 4, 1.5, 0.2, cpu_period_s=0.01)
     history.add_run("r1", observed, [(1e6, 0.002)] * 4, 1.5, 0.2)
     assert len(history.samples["inc"]) == 10
     assert history.runs == ["r1"] and history.makespans_s == [1.5]
+    assert history.cpu_period_s == 0.01
     again = History.from_json(history.to_json())
     assert again == history
 
@@ -123,8 +124,32 @@ def test_the_link_is_fitted_on_past_fetches() -> None:
     assert Predictor().link().bandwidth_bps == math.inf
 
 
-def test_the_overhead_is_the_median_of_past_runs() -> None:
+def test_the_overhead_is_fitted_on_warm_runs_as_fixed_time_and_cpu_work() -> None:
+    # 20 ms of the client's own, and 30 ms of CPU work in the workers beyond their tasks.
     history = History()
-    for i, overhead in enumerate([0.1, 0.5, 0.2]):
-        history.add_run(f"r{i}", [], [], 1.0, overhead)
-    assert Predictor(history).overhead_s() == pytest.approx(0.2)
+    for i, size in enumerate([512, 512, 1024, 1024, 1769, 1769]):
+        overhead = 0.02 + 0.03 / min(size / 1769, 1.0)
+        history.add_run(f"r{i}", [], [], 1.0, overhead, starts=(size, 0.0, overhead))
+    # A run that met a cold start took longer: it is not what a warm run's overhead is.
+    history.add_run("cold", [], [], 3.0, 2.0, starts=(1024, 0.5, 2.0))
+    predictor = Predictor(history)
+    assert predictor.overhead_s(768) == pytest.approx(0.02 + 0.03 * 1769 / 768, rel=1e-3)
+    assert predictor.overhead_s(3538) == pytest.approx(0.05, rel=1e-3)
+    assert max(abs(r) for r in predictor.overhead_spread()) < 1e-6
+    assert Predictor(History()).overhead_s(1024) == 0.0
+
+
+def test_a_history_with_a_cpu_period_fits_the_bandwidth_curve() -> None:
+    # 3 ms tasks under a 10 ms period: within the quota at 1024 MB, a little past it at 512.
+    rng = random.Random(11)
+    observed = [Observation("inc", bandwidth_time(0.003, vcpus(m), 1.0, 0.01)
+                            * rng.uniform(0.97, 1.03), 10.0, m, 8.0)
+                for m in (512, 1024) for _ in range(10)]
+    smooth, burst = History(), History()
+    smooth.add_run("r", observed, [], None, None)
+    burst.add_run("r", observed, [], None, None, cpu_period_s=0.01)
+    for size in (256, 768):
+        truth = bandwidth_time(0.003, vcpus(size), 1.0, 0.01)
+        error = abs(Predictor(burst).typical("inc", 10.0, size) / truth - 1)
+        assert error < 0.05, size
+        assert abs(Predictor(smooth).typical("inc", 10.0, size) / truth - 1) > error, size

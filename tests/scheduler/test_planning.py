@@ -131,3 +131,60 @@ def test_predicted_sizes_flow_from_producers_to_consumers() -> None:
     assert predictions.input_bytes[0] == 0
     assert predictions.input_bytes[9] == pytest.approx(2e5)  # two inputs of 1e5 each
     assert predictions.output_bytes[9] == pytest.approx(1e5)
+
+
+def with_starts(starts: list[tuple[float, float, float]]) -> Predictor:
+    """The fork-join's history with runs of ``(worker MB, share of cold invocations,
+    overhead)``."""
+    folded = history()
+    for i, record in enumerate(starts):
+        folded.add_run(f"s{i}", [], [], None, record[2], starts=record)
+    return Predictor(folded)
+
+
+WARM, COLD = (1769, 0.0, 0.05), (1769, 0.5, 0.55)
+
+
+def test_cold_starts_as_frequent_as_recent_runs_had_them_lengthen_the_prediction() -> None:
+    warm = decide("uniform", predictor=with_starts([WARM] * 5))
+    # The last five runs at 1769 MB all met a cold start, which took 0.5 s more.
+    cold = decide("uniform", predictor=with_starts([WARM] * 5 + [COLD] * 5))
+    assert warm.predicted_makespan_s is not None and cold.predicted_makespan_s is not None
+    assert cold.predicted_makespan_s - warm.predicted_makespan_s == pytest.approx(0.5, rel=0.1)
+    # Old runs count less than recent ones: a platform that has warmed up stays warm.
+    warmed = decide("uniform", predictor=with_starts([COLD] * 5 + [WARM] * 5))
+    assert warmed.predicted_makespan_s == pytest.approx(warm.predicted_makespan_s, rel=0.02)
+
+
+def test_a_cold_start_takes_longer_at_a_smaller_share() -> None:
+    predictor = with_starts([WARM] * 3 + [COLD])
+    assert predictor.cold_start(1769) == (0.25, pytest.approx(0.5))
+    assert predictor.cold_start(884.5) == (0.25, pytest.approx(1.0))  # half a vCPU
+    assert with_starts([WARM] * 3).cold_start(1769) == (0.0, 0.0)  # never met one
+    assert predictor.overhead_s(1769) == pytest.approx(0.05)  # the warm runs' overhead
+
+
+def test_a_run_far_outside_the_overheads_is_left_out_of_the_percentiles() -> None:
+    folded = history()
+    for i, overhead in enumerate([0.05, 0.06, 0.04, 0.05, 8.0]):
+        folded.add_run(f"o{i}", [], [], 1.0, overhead)
+    assert max(Predictor(folded).overhead_spread()) < 1.0
+    p95 = decide("uniform", Target(95.0), Predictor(folded))
+    assert p95.predicted_makespan_s is not None and p95.predicted_makespan_s < 8.0
+
+
+def test_a_node_unlike_its_prefix_keeps_its_own_time_added_not_multiplied() -> None:
+    # Three "copy" tasks: two take 10 ms, the third (node 2) always 100 ms.
+    rng = random.Random(5)
+    observed = [Observation("copy", (0.1 if node == 2 else 0.01) * rng.uniform(0.98, 1.02),
+                            1e3, 1769, 1e3, node) for _ in range(3) for node in range(3)]
+    folded = History()
+    folded.add_run("r", observed, [], 1.0, 0.0)
+    predictor = Predictor(folded)
+    predictions = predict_tasks([[], [], []], ["copy"] * 3, predictor, [0, 1, 2])
+    assert predictions.factors[0] is None and predictions.factors[2] is not None
+    assert predictions.typical(2, 1769) == pytest.approx(0.1, rel=0.05)
+    # Its mean is the prefix's mean plus what the node takes beyond the prefix's typical task.
+    prefix_mean = predictor.duration("copy", 1e3, 1769)
+    shift = predictions.typical(2, 1769) - predictor.typical("copy", 1e3, 1769)
+    assert predictions.duration(2, 1769) == pytest.approx(prefix_mean + shift)

@@ -10,6 +10,7 @@ from daskless.scheduler.prediction import (
     DEFAULT_DURATION_S,
     VCPU_MB,
     Sample,
+    bandwidth_time,
     fit_duration,
     fit_output,
     vcpus,
@@ -89,3 +90,35 @@ def test_output_sizes_fit_a_base_and_a_ratio() -> None:
 def test_a_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive number of MB"):
         vcpus(0)
+
+
+PERIOD_S = 0.01
+
+
+def test_the_bandwidth_curve_is_full_speed_within_the_quota_then_the_share() -> None:
+    # 0.25 vCPU per 10 ms period: 2.5 ms of CPU at full speed, then 2.5 ms per period.
+    assert bandwidth_time(0.002, 0.25, 1.0, PERIOD_S) == pytest.approx(0.002)
+    assert bandwidth_time(0.005, 0.25, 1.0, PERIOD_S) == pytest.approx(0.0125)
+    assert bandwidth_time(1.0, 0.25, 1.0, PERIOD_S) == pytest.approx(4.0 - 0.0075)
+    assert bandwidth_time(1.0, 0.25, 1.0, 0.0) == pytest.approx(4.0)  # no period: smooth
+    assert bandwidth_time(1.0, 2.0, 1.0, PERIOD_S) == pytest.approx(1.0)  # past its CPUs
+
+
+@pytest.mark.parametrize("work_s", [0.0005, 0.004, 0.05])
+def test_a_burst_fit_predicts_sizes_not_seen_for_short_and_long_tasks(work_s: float) -> None:
+    seed = 20261129
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    samples = [Sample(bandwidth_time(work_s, vcpus(m), 1.0, PERIOD_S) * rng.uniform(0.95, 1.05),
+                      1000.0, m) for m in (512, 1024) for _ in range(10)]
+    # A few tasks met the end of their quota: they must not move the median.
+    samples += [Sample(s.seconds + 0.007, s.input_bytes, s.memory_mb) for s in samples[:3]]
+    model = fit_duration(samples, period_s=PERIOD_S)
+    for size in (256, 768, 1769):
+        truth = bandwidth_time(work_s, vcpus(size), 1.0, PERIOD_S)
+        assert model.typical(1000.0, size) == pytest.approx(truth, rel=0.08), size
+    # The mean is the share's average speed (what a worker's many tasks add up to), times
+    # the samples' mean ratio to it.
+    assert model.curve(1000.0, 256) == pytest.approx(model.work_s(1000.0) / vcpus(256))
+    nearest = model.mean_ratio(512)  # the mean ratio of the samples at the nearest size
+    assert model.predict(1000.0, 256) == pytest.approx(model.curve(1000.0, 256) * nearest)
